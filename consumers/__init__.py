@@ -1,0 +1,1 @@
+"""The subscriber SDK and local stores."""

@@ -1,0 +1,44 @@
+"""`govbus`: one command for everything; each area keeps its subcommands beside its code."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+
+from govbus.errors import GovbusError
+
+
+class _Group(click.Group):
+    """Prints a user's mistake as one clear message and exit 1, not as a traceback."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except GovbusError as error:
+            raise click.ClickException(str(error)) from error
+
+
+@click.group(cls=_Group)
+@click.option("-v", "--verbose", is_flag=True, help="Log at debug level.")
+def main(verbose: bool) -> None:
+    """govbus: the event-driven exchange bus for government data sharing.
+
+    Configure with GOVBUS_* environment variables (or a govbus.env file), e.g.
+    GOVBUS_BOOTSTRAP_SERVERS=127.0.0.1:9092.
+    """
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _register() -> None:
+    from govbus.broker.commands import broker
+    from govbus.demo import demo
+    from govbus.topics.commands import topics
+
+    for command in (broker, topics, demo):
+        main.add_command(command)
+
+
+_register()

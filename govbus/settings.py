@@ -1,0 +1,48 @@
+"""Settings, read once from ``GOVBUS_*`` environment variables and an optional ``govbus.env`` file.
+
+One object holds everything a command or processor needs to reach the bus, so that a
+container, a developer's shell and the test suite configure it the same way.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    """Where the bus is and where this machine keeps its files."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="GOVBUS_", env_file="govbus.env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    bootstrap_servers: str = Field(
+        "127.0.0.1:9092", description="Kafka bootstrap address(es), comma separated."
+    )
+    home: Path = Field(
+        Path.home() / ".govbus",
+        description="Where govbus keeps the Kafka jar cache, the local broker's data and logs.",
+    )
+    catalog_dir: Path = Field(
+        PROJECT_ROOT / "topics", description="The folder holding the topic catalog's YAML files."
+    )
+    broker_heap: str = Field("512m", description="JVM heap of the local broker (-Xmx and -Xms).")
+    broker_port: int = Field(9092, description="Client port of the local broker.")
+    controller_port: int = Field(9093, description="KRaft controller port of the local broker.")
+    client_id: str = Field("govbus", description="Client id prefix sent to the broker.")
+
+    @property
+    def bootstrap_list(self) -> list[str]:
+        return [server.strip() for server in self.bootstrap_servers.split(",") if server.strip()]
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings; tests build their own ``Settings`` instead."""
+    return Settings()

@@ -1,0 +1,1 @@
+"""The faust-streaming processors: gate, router, freshness."""

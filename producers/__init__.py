@@ -1,0 +1,1 @@
+"""The publishing SDK and the source adapters."""
