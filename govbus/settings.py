@@ -36,6 +36,11 @@ class Settings(BaseSettings):
     broker_port: int = Field(9092, description="Client port of the local broker.")
     controller_port: int = Field(9093, description="KRaft controller port of the local broker.")
     client_id: str = Field("govbus", description="Client id prefix sent to the broker.")
+    topic_prefix: str = Field("", description="Namespace before every topic name (e.g. per environment).")
+    key_secret: str = Field(
+        "govbus-development-key-secret",
+        description="Secret of the keyed pseudonyms used as Kafka keys; set one per deployment, once.",
+    )
 
     @property
     def bootstrap_list(self) -> list[str]:
