@@ -36,6 +36,7 @@ class Settings(BaseSettings):
     broker_port: int = Field(9092, description="Client port of the local broker.")
     controller_port: int = Field(9093, description="KRaft controller port of the local broker.")
     client_id: str = Field("govbus", description="Client id prefix sent to the broker.")
+    processor_port: int = Field(6066, description="Health and metrics port of a processor worker (127.0.0.1).")
     topic_prefix: str = Field("", description="Namespace before every topic name (e.g. per environment).")
     key_secret: str = Field(
         "govbus-development-key-secret",

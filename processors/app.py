@@ -1,0 +1,47 @@
+"""The faust application the processors run in, configured from the bus's settings.
+
+One App is one consumer group: the processors started together in one worker share it, and
+more workers with the same processors share the partitions between them (partitions are the
+unit of parallelism). Topics are made by ``govbus topics apply`` from the catalog, never by
+faust, so a worker can never create a topic with the wrong settings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import faust
+
+from govbus.settings import Settings
+from govbus.topics.names import TopicNames
+
+
+def app_id(settings: Settings, processors: Iterable[str]) -> str:
+    return f"{settings.topic_prefix}govbus-{'-'.join(sorted(processors))}"
+
+
+def make_app(settings: Settings, processors: Iterable[str]) -> faust.App:
+    processors = list(processors)
+    identifier = app_id(settings, processors)
+    return faust.App(
+        identifier,
+        broker=[f"kafka://{server}" for server in settings.bootstrap_list],
+        store="memory://",  # tables are restored from their changelog (state.<library>) on start
+        datadir=str(settings.home / "processors" / identifier),
+        topic_replication_factor=1,
+        topic_allow_declare=False,
+        topic_disable_leader=True,
+        table_standby_replicas=0,
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        broker_commit_interval=1.0,
+        web_enabled=True,
+        web_bind="127.0.0.1",
+        web_port=settings.processor_port,
+        web_in_thread=False,
+        autodiscover=False,
+    )
+
+
+def names(settings: Settings) -> TopicNames:
+    return TopicNames(settings.topic_prefix)
