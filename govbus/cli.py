@@ -35,11 +35,12 @@ def main(verbose: bool) -> None:
 def _register() -> None:
     from govbus.broker.commands import broker
     from govbus.demo import demo
+    from govbus.processors.commands import dlq, processors
     from govbus.producers.commands import generate, publish
     from govbus.schemas.commands import schemas
     from govbus.topics.commands import topics
 
-    for command in (broker, topics, schemas, generate, publish, demo):
+    for command in (broker, topics, schemas, generate, publish, processors, dlq, demo):
         main.add_command(command)
 
 

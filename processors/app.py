@@ -23,11 +23,13 @@ def app_id(settings: Settings, processors: Iterable[str]) -> str:
 def make_app(settings: Settings, processors: Iterable[str]) -> faust.App:
     processors = list(processors)
     identifier = app_id(settings, processors)
+    datadir = settings.home / "processors" / identifier
+    datadir.mkdir(parents=True, exist_ok=True)
     return faust.App(
         identifier,
         broker=[f"kafka://{server}" for server in settings.bootstrap_list],
         store="memory://",  # tables are restored from their changelog (state.<library>) on start
-        datadir=str(settings.home / "processors" / identifier),
+        datadir=str(datadir),
         topic_replication_factor=1,
         topic_allow_declare=False,
         topic_disable_leader=True,

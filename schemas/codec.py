@@ -1,0 +1,139 @@
+"""Avro single-object encoding of change events: the bytes that travel as Kafka values.
+
+Framing (Avro specification, "Single-object encoding"): two marker bytes `C3 01`, the
+8-byte CRC-64-AVRO fingerprint of the writer schema's parsing canonical form in
+little-endian order (what Java's `SchemaNormalization` and the Apache Python package
+produce, and what fastavro's hex fingerprint spells), then the Avro binary body. A reader
+finds the writer schema by fingerprint, so schemas can evolve while old events stay readable.
+
+Fingerprints are computed from fastavro's canonical form, which agrees with Java and the
+specification. The Apache Python package (1.12) keeps `{"type":"long"}` for fields with a
+logical type in its canonical form, so its `Schema.fingerprint()` differs for our schemas:
+look payloads up through this registry, not through that method.
+
+The per-record path does no more than fastavro's own schemaless calls: the schemas are
+parsed once, by the registry, and the header is precomputed per version.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from io import BytesIO
+from typing import Any
+
+from fastavro import schemaless_reader, schemaless_writer
+
+from .registry import SchemaRegistry, SchemaVersion, default_registry
+
+MAGIC = b"\xc3\x01"
+HEADER_LENGTH = len(MAGIC) + 8
+
+
+class CodecError(Exception):
+    """A payload could not be encoded or decoded."""
+
+
+class NotSingleObjectError(CodecError):
+    """The payload does not start with the single-object marker `C3 01`."""
+
+
+class UnknownFingerprintError(CodecError):
+    """The payload names a writer schema this registry does not have."""
+
+    def __init__(self, fingerprint: bytes) -> None:
+        super().__init__(f"no schema with fingerprint {fingerprint.hex()} is registered; "
+                         "the producer may use a newer schema: update govbus on this side")
+        self.fingerprint = fingerprint
+
+
+class CorruptPayloadError(CodecError):
+    """The body is truncated, has trailing bytes, or does not match the writer schema."""
+
+
+class EncodeError(CodecError, ValueError):
+    """The record does not fit the schema it is written with."""
+
+
+def header(schema: SchemaVersion) -> bytes:
+    """Marker and fingerprint: the ten bytes in front of every payload of this schema."""
+    return MAGIC + schema.fingerprint
+
+
+class Codec:
+    """Encodes and decodes events against the schemas of one registry."""
+
+    def __init__(self, registry: SchemaRegistry | None = None) -> None:
+        self.registry = registry or default_registry()
+        self._headers: dict[tuple[str, int | None], tuple[bytes, Any]] = {}
+
+    def _writer(self, library: str, version: int | None) -> tuple[bytes, Any]:
+        found = self._headers.get((library, version))
+        if found is None:
+            schema = self.registry.get(library, version)
+            found = self._headers[(library, version)] = (header(schema), schema.parsed)
+        return found
+
+    def encode(self, library: str, record: dict[str, Any], version: int | None = None) -> bytes:
+        """The single-object encoding of `record` (latest schema version unless given)."""
+        prefix, parsed = self._writer(library, version)
+        buffer = BytesIO()
+        buffer.write(prefix)
+        try:
+            schemaless_writer(buffer, parsed, record)
+        except (TypeError, ValueError, AttributeError, KeyError, OverflowError) as error:
+            raise EncodeError(f"{library} event does not fit its schema: {error}") from error
+        return buffer.getvalue()
+
+    def writer_schema(self, payload: bytes) -> SchemaVersion:
+        """The schema the payload was written with, read from its header."""
+        if len(payload) < HEADER_LENGTH:
+            if payload[:2] != MAGIC[: len(payload[:2])]:
+                raise NotSingleObjectError("payload does not start with the Avro single-object marker C3 01")
+            raise CorruptPayloadError(f"payload of {len(payload)} bytes is shorter than the 10-byte header")
+        if payload[:2] != MAGIC:
+            raise NotSingleObjectError(
+                f"payload starts with {payload[:2].hex()}, not the Avro single-object marker c301"
+                + (" (it looks like the Confluent wire format)" if payload[:1] == b"\x00" else ""))
+        schema = self.registry.by_fingerprint(payload[2:HEADER_LENGTH])
+        if schema is None:
+            raise UnknownFingerprintError(bytes(payload[2:HEADER_LENGTH]))
+        return schema
+
+    def decode(self, payload: bytes, reader_version: int | None = None) -> tuple[SchemaVersion, dict[str, Any]]:
+        """(schema, record): read with the writer's schema, or projected into
+        `reader_version` of the same library (older or newer) when one is given.
+        The schema returned is the one the record now has."""
+        writer = self.writer_schema(payload)
+        reader = writer
+        if reader_version is not None and reader_version != writer.version:
+            reader = self.registry.get(writer.library, reader_version)
+        body = BytesIO(payload)
+        body.seek(HEADER_LENGTH)
+        try:
+            if reader is writer:
+                record = schemaless_reader(body, writer.parsed, None)
+            else:
+                record = schemaless_reader(body, writer.parsed, reader.parsed)
+        except Exception as error:  # fastavro raises EOFError, ValueError, IndexError, ...
+            raise CorruptPayloadError(
+                f"cannot read a {writer.library} v{writer.version} body: {error!r}") from error
+        if body.tell() != len(payload):
+            raise CorruptPayloadError(
+                f"{len(payload) - body.tell()} bytes left over after the {writer.library} record")
+        return reader, record
+
+
+@cache
+def default_codec() -> Codec:
+    """A codec over the packaged schemas (one per process)."""
+    return Codec()
+
+
+def encode(library: str, record: dict[str, Any], version: int | None = None) -> bytes:
+    """Encode with the packaged schemas; see `Codec.encode`."""
+    return default_codec().encode(library, record, version)
+
+
+def decode(payload: bytes, reader_version: int | None = None) -> tuple[SchemaVersion, dict[str, Any]]:
+    """Decode with the packaged schemas; see `Codec.decode`."""
+    return default_codec().decode(payload, reader_version)
