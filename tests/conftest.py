@@ -9,14 +9,15 @@ so tests never see each other's data.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from govbus import clients
-from govbus.broker.provision import ProvisionedBroker, provision
+from govbus.broker.provision import ProvisionedBroker, free_port, provision
+from govbus.processes import ProcessorProcess
 from govbus.settings import PROJECT_ROOT, Settings
 from govbus.topics import apply as topic_apply
 from govbus.topics.catalog import Catalog, load_catalog
@@ -61,8 +62,26 @@ class Bus:
 
 
 @pytest.fixture
-def bus(broker: ProvisionedBroker, catalog: Catalog) -> Bus:
+def bus(broker: ProvisionedBroker, catalog: Catalog, tmp_path: Path) -> Bus:
     """Settings pointing at the session's broker and a fresh topic prefix for this test."""
-    settings = Settings(bootstrap_servers=broker.bootstrap_servers,
-                        client_id=f"govbus-test-{uuid.uuid4().hex[:6]}")
-    return Bus(settings, TopicNames(f"t{uuid.uuid4().hex[:10]}."), catalog)
+    prefix = f"t{uuid.uuid4().hex[:10]}."
+    settings = Settings(bootstrap_servers=broker.bootstrap_servers, topic_prefix=prefix,
+                        client_id=f"govbus-test-{uuid.uuid4().hex[:6]}", processor_port=free_port(),
+                        home=tmp_path / "govbus-home")
+    return Bus(settings, TopicNames(prefix), catalog)
+
+
+@pytest.fixture
+def start_processors(bus: Bus, tmp_path: Path) -> Iterator[Callable[..., ProcessorProcess]]:
+    """Start ``govbus processors run <names>`` workers for this test; all stopped after it."""
+    started: list[ProcessorProcess] = []
+
+    def start(*names: str, port: int | None = None) -> ProcessorProcess:
+        settings = bus.settings.model_copy(update={"processor_port": port or free_port()})
+        worker = ProcessorProcess(settings, list(names), tmp_path / f"worker-{len(started)}.log")
+        started.append(worker)
+        return worker.start()
+
+    yield start
+    for worker in started:
+        worker.stop()
