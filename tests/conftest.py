@@ -40,6 +40,19 @@ def broker() -> Iterator[ProvisionedBroker]:
 
 
 @pytest.fixture(scope="session")
+def postgres_dsn() -> Iterator[str]:
+    """A real PostgreSQL server for the session (Debian's package; `./run test` installs it)."""
+    import pg
+
+    try:
+        with pg.postgres_server() as dsn:
+            yield dsn
+    except pg.PostgresUnavailable as reason:
+        pytest.fail(f"PostgreSQL is needed for the store tests and is not usable here: {reason}. "
+                    "`./run test` installs it from Debian's packages (postgresql).")
+
+
+@pytest.fixture(scope="session")
 def catalog() -> Catalog:
     return load_catalog(PROJECT_ROOT / "topics")
 

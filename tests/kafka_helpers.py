@@ -62,7 +62,14 @@ def golden_records(settings: Settings, topic: str) -> dict[str, dict]:
 
 
 def golden_values(golden: dict) -> dict[str, Any]:
-    return {name: entry["value"] for name, entry in golden["fields"].items()}
+    """field → authoritative value of a golden record (see processors/golden.py)."""
+    return {name: entry[0] for name, entry in golden["fields"].items()}
+
+
+def golden_source(golden: dict, field: str) -> str:
+    """The department whose event set a field of a golden record."""
+    event_id = golden["fields"][field][1]
+    return golden["events"][event_id][0]
 
 
 def send_raw(settings: Settings, topic: str, value: bytes, key: bytes = b"k", headers: list | None = None) -> None:

@@ -1,0 +1,194 @@
+"""Sharing records (共享记录): one per delivery, hash-chained, so that tampering shows.
+
+Each record says who received which entity's which fields (and which were masked), for
+which purpose, under which subscription, when — names only, never a field's value: the
+audit topic must not become a copy of the data. Each record holds the SHA-256 of the
+previous record of its chain (`previous`) and its own (`hash`), both over the canonical JSON
+encoding (sorted keys, no whitespace, UTF-8) of the record without `hash`. A chain is
+written by exactly one router instance (one chain per library and shared partition).
+
+Records are deterministic: the caller passes the delivery time, nothing here reads a
+clock or draws a random number. After a crash, an at-least-once router that restores its
+chain head with its input offsets re-emits byte-identical records, and `verify` treats such
+a repeat (same hash as a record already verified) as a harmless duplicate. Anything else
+that does not fit — changed content, a missing record, records out of order, a record slid
+in between two others — is a break, reported at the first record where it shows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+FORMAT = 1
+GENESIS = "0" * 64  # the `previous` of a chain's first record
+Record = dict[str, Any]
+BreakKind = Literal["altered", "removed", "out_of_order", "wrong_link"]
+
+
+def canonical(value: Any) -> bytes:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def record_hash(record: Mapping[str, Any]) -> str:
+    """SHA-256 (hex) of the canonical encoding of the record without its `hash`."""
+    return hashlib.sha256(canonical({k: v for k, v in record.items() if k != "hash"})).hexdigest()
+
+
+def timestamp(moment: datetime) -> str:
+    """UTC, milliseconds, `Z`: one spelling per instant, so equal inputs give equal bytes."""
+    if moment.tzinfo is None:
+        raise ValueError("the delivery time needs a time zone")
+    return moment.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def build_record(*, chain: str, previous: str, delivered_at: datetime, department: str,
+                 library: str, subscription: str, purpose: str, entity_id: str, event_id: str,
+                 version: int | None, op: str, backfill: bool, fields: Sequence[str],
+                 masked: Sequence[str], source_offset: int | None = None) -> Record:
+    """One sharing record, hashed. `fields` and `masked` are field names."""
+    record: Record = {
+        "format": FORMAT, "chain": chain, "previous": previous, "delivered_at": timestamp(delivered_at),
+        "department": department, "library": library, "subscription": subscription,
+        "purpose": purpose, "entity_id": entity_id, "event_id": event_id, "version": version,
+        "op": op, "backfill": bool(backfill), "fields": [str(name) for name in fields],
+        "masked": [str(name) for name in masked], "source_offset": source_offset,
+    }
+    record["hash"] = record_hash(record)
+    return record
+
+
+class AuditChain:
+    """The head of one chain, held by the one router instance that writes it."""
+
+    def __init__(self, chain: str, head: str = GENESIS) -> None:
+        self.chain = chain
+        self.head = head
+
+    @classmethod
+    def resume(cls, chain: str, last: Mapping[str, Any] | None) -> AuditChain:
+        """Continue after `last`, the latest record of the chain (None: a new chain)."""
+        return cls(chain, GENESIS if last is None else str(last["hash"]))
+
+    def append(self, **delivery: Any) -> Record:
+        """Build the next record from `build_record`'s delivery arguments; move the head."""
+        record = build_record(chain=self.chain, previous=self.head, **delivery)
+        self.head = record["hash"]
+        return record
+
+    def record_delivery(self, projector: Any, change: Mapping[str, Any], delivered: Mapping[str, Any],
+                        masked: Sequence[str], delivered_at: datetime,
+                        source_offset: int | None = None) -> Record:
+        """The record of one `Projector.project` result; the real entity id, not a pseudonym."""
+        return self.append(
+            delivered_at=delivered_at, department=projector.department, library=projector.library,
+            subscription=projector.subscription_id, purpose=projector.purpose,
+            entity_id=str(change.get("entity_id")), event_id=str(change.get("event_id")),
+            version=change.get("version"), op=str(delivered.get("op")),
+            backfill=bool(delivered.get("backfill")), fields=list(delivered.get("data") or ()),
+            masked=masked, source_offset=source_offset)
+
+
+def encode(record: Mapping[str, Any]) -> bytes:
+    """The bytes written to `audit.deliveries` (key: the chain id)."""
+    return canonical(record)
+
+
+def decode(value: bytes | str) -> Record:
+    return json.loads(value)
+
+
+@dataclass(frozen=True)
+class Break:
+    position: int  # index of the record in the sequence given to `verify`
+    chain: str | None
+    kind: BreakKind
+    message: str
+
+
+@dataclass
+class Verification:
+    checked: int = 0
+    duplicates: list[int] = field(default_factory=list)  # positions of harmless repeats
+    heads: dict[str, str] = field(default_factory=dict)  # chain → hash of its last record
+    first_break: Break | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.first_break is None
+
+
+def verify(records: Iterable[Mapping[str, Any] | bytes],
+           anchors: Mapping[str, str] | None = None) -> Verification:
+    """Check records in log order and report the first break. `anchors` gives the head of
+    a chain verified earlier (chain → hash) to start from; otherwise chains start at GENESIS."""
+    items = [_as_record(item) for item in records]
+    result = Verification(heads=dict(anchors or {}))
+    where: dict[str, int] = {}  # hash → position of its first occurrence
+    for position, record in enumerate(items):
+        if record is not None and isinstance(record.get("hash"), str):
+            where.setdefault(record["hash"], position)
+    seen: set[str] = set(result.heads.values())
+    for position, record in enumerate(items):
+        found = _check(position, record, result.heads, seen, where)
+        if found == "duplicate":
+            result.duplicates.append(position)
+        elif found is not None:
+            result.first_break = found
+            return result
+        else:
+            result.heads[record["chain"]] = record["hash"]  # type: ignore[index]
+            seen.add(record["hash"])  # type: ignore[index]
+        result.checked = position + 1
+    return result
+
+
+def _as_record(item: Mapping[str, Any] | bytes) -> Record | None:
+    if isinstance(item, Mapping):
+        return dict(item)
+    try:
+        value = decode(item)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _check(position: int, record: Record | None, heads: dict[str, str], seen: set[str],
+           where: dict[str, int]) -> Break | Literal["duplicate"] | None:
+    if record is None or not all(isinstance(record.get(k), str) for k in ("chain", "previous", "hash")):
+        return Break(position, None, "altered", "not a sharing record (unreadable or without chain, "
+                                                "previous and hash)")
+    chain, previous = record["chain"], record["previous"]
+    if record_hash(record) != record["hash"]:
+        return Break(position, chain, "altered", "its content does not match its hash (altered)")
+    if record["hash"] in seen:
+        return "duplicate"
+    head = heads.get(chain, GENESIS)
+    if previous == head:
+        return None
+    linked = where.get(previous)
+    if linked is not None and linked > position:
+        return Break(position, chain, "out_of_order", f"it links to record {linked}, which comes "
+                                                      "after it: records are out of order (swapped)")
+    if previous in seen:
+        return Break(position, chain, "wrong_link", f"it links to record {linked}, not to the head of "
+                     f"chain {chain}: a record was slid in before it, or the chain forked")
+    return Break(position, chain, "removed", f"its previous hash {previous[:12]}… matches no record: "
+                 f"the record before it in chain {chain} was removed (or altered and re-hashed)")
+
+
+def query(records: Iterable[Mapping[str, Any] | bytes], department: str | None = None,
+          entity_id: str | None = None, library: str | None = None) -> list[Record]:
+    """Who received this entity's data, when, for what: matching records, each once
+    (duplicates dropped), oldest delivery first."""
+    found: dict[str, Record] = {}
+    for record in filter(None, map(_as_record, records)):
+        if ((department is None or record.get("department") == department)
+                and (entity_id is None or record.get("entity_id") == entity_id)
+                and (library is None or record.get("library") == library)):
+            found.setdefault(str(record.get("hash")), record)
+    return sorted(found.values(), key=lambda record: str(record.get("delivered_at")))

@@ -1,0 +1,175 @@
+"""Sharing records: deterministic, hash-chained, and every kind of tampering is found exactly."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from govbus.processors import audit
+from govbus.processors.audit import GENESIS, AuditChain, decode, encode, query, verify
+from govbus.processors.projection import Projector
+from govbus.processors.subscriptions import Subscription, Transition
+from govbus.schemas.registry import default_registry
+
+START = datetime(2025, 3, 1, 8, 0, tzinfo=timezone.utc)
+CANARY = "CANARY-not-shared-7f3a"
+
+
+def delivery(index: int, department: str = "health", entity_id: str | None = None) -> dict:
+    return {"delivered_at": START + timedelta(seconds=index), "department": department,
+            "library": "population", "subscription": f"sub-{department}", "purpose": "data_verification",
+            "entity_id": entity_id or f"6101021990010{index:05d}", "event_id": f"event-{index}",
+            "version": index, "op": "UPSERT", "backfill": False, "fields": ["citizen_id", "name"],
+            "masked": ["name"], "source_offset": index}
+
+
+def chain_of(count: int, chain: str = "population/0") -> list[bytes]:
+    writer = AuditChain(chain)
+    return [encode(writer.append(**delivery(index))) for index in range(count)]
+
+
+def altered(record: bytes, **changes: object) -> bytes:
+    return encode({**decode(record), **changes})
+
+
+def test_an_untouched_chain_verifies() -> None:
+    result = verify(chain_of(5))
+    assert result.ok and result.checked == 5 and result.duplicates == []
+    assert result.heads["population/0"] == decode(chain_of(5)[-1])["hash"]
+
+
+def test_the_first_record_links_to_genesis_and_each_next_to_the_one_before() -> None:
+    records = [decode(value) for value in chain_of(3)]
+    assert records[0]["previous"] == GENESIS
+    assert [record["previous"] for record in records[1:]] == [record["hash"] for record in records[:-1]]
+
+
+def test_the_hash_is_sha256_of_the_canonical_json_without_the_hash() -> None:
+    record = decode(chain_of(1)[0])
+    body = {key: value for key, value in record.items() if key != "hash"}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    assert record["hash"] == hashlib.sha256(text).hexdigest()
+
+
+def test_an_altered_record_is_reported_as_altered_at_its_position() -> None:
+    records = chain_of(5)
+    records[2] = altered(records[2], department="tax")
+    result = verify(records)
+    assert (result.first_break.position, result.first_break.kind) == (2, "altered")
+    assert result.checked == 2
+
+
+def test_an_altered_and_rehashed_record_breaks_the_link_of_the_next_one() -> None:
+    records = chain_of(5)
+    forged = {**decode(records[2]), "fields": ["citizen_id"]}
+    forged["hash"] = audit.record_hash(forged)
+    records[2] = encode(forged)
+    assert (verify(records).first_break.position, verify(records).first_break.kind) == (3, "removed")
+
+
+def test_a_removed_record_is_reported_at_the_record_after_it() -> None:
+    records = chain_of(5)
+    del records[2]
+    found = verify(records).first_break
+    assert (found.position, found.kind, found.chain) == (2, "removed", "population/0")
+    assert "was removed" in found.message
+
+
+def test_two_swapped_records_are_reported_at_the_first_of_them() -> None:
+    records = chain_of(5)
+    records[1], records[2] = records[2], records[1]
+    found = verify(records).first_break
+    assert (found.position, found.kind) == (1, "out_of_order")
+    assert "links to record 2" in found.message
+
+
+def test_a_record_slid_in_between_is_reported_at_the_record_it_displaced() -> None:
+    records = chain_of(4)
+    intruder = audit.build_record(chain="population/0", previous=decode(records[1])["hash"], **delivery(99))
+    records.insert(2, encode(intruder))
+    found = verify(records).first_break
+    assert (found.position, found.kind) == (3, "wrong_link")
+
+
+def test_a_byte_identical_repeat_after_a_crash_is_a_harmless_duplicate() -> None:
+    records = chain_of(4)
+    replayed = records[:3] + records[1:3] + records[3:]  # the router re-sent records 1 and 2
+    result = verify(replayed)
+    assert result.ok and result.duplicates == [3, 4] and result.checked == 6
+
+
+def test_records_are_deterministic_given_their_inputs() -> None:
+    assert chain_of(3) == chain_of(3)
+    with pytest.raises(ValueError, match="time zone"):
+        AuditChain("c").append(**{**delivery(0), "delivered_at": datetime(2025, 3, 1, 8, 0)})
+    same_instant = {**delivery(0), "delivered_at": START.astimezone(timezone(timedelta(hours=8)))}
+    assert encode(AuditChain("population/0").append(**same_instant)) == chain_of(1)[0]
+
+
+def test_interleaved_chains_are_verified_each_on_its_own_and_can_resume_from_an_anchor() -> None:
+    first, second = chain_of(3, "population/0"), chain_of(3, "population/1")
+    mixed = [first[0], second[0], first[1], second[1], first[2], second[2]]
+    assert verify(mixed).ok
+    anchor = {"population/0": decode(first[0])["hash"]}
+    assert verify(first[1:], anchors=anchor).ok
+    assert verify(first[1:]).first_break.kind == "removed"
+
+
+def test_resuming_a_chain_continues_from_its_last_record() -> None:
+    records = chain_of(2)
+    writer = AuditChain.resume("population/0", decode(records[-1]))
+    assert verify([*records, encode(writer.append(**delivery(2)))]).ok
+
+
+def test_a_record_of_a_masked_delivery_holds_field_names_and_no_values() -> None:
+    registry = default_registry()
+    subscription = Subscription(
+        id="sub-7", department="health", library="population", fields=("name", "biometric_digest", "sex"),
+        purpose="work_reference", owner="public_security", state="approved",
+        history=(Transition(state="requested", by="health", at=START),
+                 Transition(state="approved", by="public_security", at=START)))
+    projector = Projector.for_subscription(subscription, registry, b"k" * 32)
+    change = {"event_id": "e-1", "entity_id": "610102199001011234", "version": 2, "op": "UPSERT",
+              "fields_set": ["name", "biometric_digest"], "backfill": False, "recorded_at": START,
+              "data": {"name": "王小明", "sex": "male", "biometric_digest": CANARY}}
+    delivered, masked = projector.project(change, START)
+    record = AuditChain("population/0").record_delivery(projector, change, delivered, masked, START, 41)
+    payload = encode(record).decode("utf-8")
+    assert CANARY not in payload and "王小明" not in payload and "male" not in payload
+    assert (record["fields"], record["masked"]) == (["name", "sex"], ["name"])
+    assert (record["entity_id"], record["subscription"], record["purpose"]) == (
+        "610102199001011234", "sub-7", "work_reference")
+
+
+def test_query_answers_who_received_an_entity_when_and_for_what_each_once() -> None:
+    writer = AuditChain("population/0")
+    records = [writer.append(**delivery(index, department, entity_id)) for index, (department, entity_id) in
+               enumerate([("health", "A"), ("tax", "A"), ("health", "B"), ("health", "A")])]
+    log = [*records, records[0]]  # with a duplicate
+    assert [r["event_id"] for r in query(log, entity_id="A")] == ["event-0", "event-1", "event-3"]
+    assert [r["event_id"] for r in query(log, department="health", entity_id="A")] == ["event-0", "event-3"]
+    assert query(log, department="education") == []
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(3, 12), st.data())
+def test_any_single_alteration_removal_or_swap_is_found_where_it_happened(length: int, data: st.DataObject) -> None:
+    records = chain_of(length)
+    tamper = data.draw(st.sampled_from(["alter", "remove", "swap"]))
+    at = data.draw(st.integers(0, length - 2))
+    if tamper == "alter":
+        records[at] = altered(records[at], purpose="work_reference")
+        expected = (at, "altered")
+    elif tamper == "remove":
+        del records[at]
+        expected = (at, "removed")
+    else:
+        records[at], records[at + 1] = records[at + 1], records[at]
+        expected = (at, "out_of_order")
+    found = verify(records).first_break
+    assert (found.position, found.kind) == expected
