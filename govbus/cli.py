@@ -36,11 +36,12 @@ def _register() -> None:
     from govbus.broker.commands import broker
     from govbus.demo import demo
     from govbus.processors.commands import dlq, processors
+    from govbus.processors.control_commands import audit_group, subscriptions
     from govbus.producers.commands import generate, publish
     from govbus.schemas.commands import schemas
     from govbus.topics.commands import topics
 
-    for command in (broker, topics, schemas, generate, publish, processors, dlq, demo):
+    for command in (broker, topics, schemas, generate, publish, processors, dlq, subscriptions, audit_group, demo):
         main.add_command(command)
 
 

@@ -31,17 +31,14 @@ from govbus.processors.deadletters import Rejection, dead_letter_headers, violat
 from govbus.processors.decide import Status, decide
 from govbus.processors.golden import GoldenFormat, time_to_plain
 from govbus.schemas.codec import Codec, CodecError, UnknownFingerprintError
-from govbus.schemas.framing import Headers, with_headers
+from govbus.schemas.framing import (ACCEPTED_AT, BACKFILL, LATE, SOURCE_DEPARTMENT, SOURCE_SEQUENCE, Headers,
+                                   is_heartbeat, with_headers)
 from govbus.schemas.validation import Validator
 from govbus.topics.catalog import Catalog
 from govbus.topics.names import TopicNames
 
 log = logging.getLogger("govbus.gate")
 
-ACCEPTED_AT = "govbus_accepted_at"
-BACKFILL = "govbus_backfill"
-SOURCE_SEQUENCE = "govbus_source_sequence"
-SOURCE_DEPARTMENT = "govbus_source_department"
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,10 +74,13 @@ class GateLogic:
         self.shared_topic = names.shared(library)
         self.dlq_topic = names.dlq(library)
         self.conflicts_topic = names.bus("control.conflicts")
+        self.max_lateness = catalog.library(library).freshness.max_source_lateness.total_seconds()
         self.counts: Counter[str] = Counter()
 
     def handle(self, topic: str, partition: int, offset: int, key: bytes, value: bytes,
                headers: Headers, golden_bytes: bytes | None, now: float | None = None) -> Step:
+        if is_heartbeat(headers):  # "alive, nothing changed": for the freshness processor only
+            return Step(status="heartbeat")
         now = time.time() if now is None else now
         department = self._department(topic)
         try:
@@ -139,8 +139,12 @@ class GateLogic:
             "data": change["data"] or {},
         }
         value = self.codec.encode(self.library, record)
+        # Late: a live change accepted longer after the source recorded it than the library's
+        # SLA allows. Still delivered, marked; a snapshot (backfill) is never late.
+        late = not change["backfill"] and now - change["recorded_at"].timestamp() > self.max_lateness
         out_headers = with_headers(
             headers, **{ACCEPTED_AT: str(int(now * 1000)), BACKFILL: "true" if change["backfill"] else "false",
+                        LATE: "true" if late else "false",
                         SOURCE_SEQUENCE: str(change["sequence"]), SOURCE_DEPARTMENT: change["source_department"]})
         return Output(self.shared_topic, key, value, out_headers)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 import faust
 from faust.web import Request, Response, View
@@ -23,10 +24,18 @@ from govbus.topics.catalog import Catalog, load_catalog
 
 log = logging.getLogger("govbus.processors")
 
-Registrar = Callable[[faust.App, Settings, Catalog], Callable[[], dict]]
+@dataclass(frozen=True)
+class Registered:
+    """What a processor tells the worker: its counts for /health, and whether it is ready."""
+
+    stats: Callable[[], dict]
+    ready: Callable[[], bool] = lambda: True
 
 
-def register_gate(app: faust.App, settings: Settings, catalog: Catalog) -> Callable[[], dict]:
+Registrar = Callable[[faust.App, Settings, Catalog], Registered]
+
+
+def register_gate(app: faust.App, settings: Settings, catalog: Catalog) -> Registered:
     """One agent and one table per library; the table's changelog is ``state.<library>``."""
     topic_names = names(settings)
     codec = default_codec()
@@ -40,16 +49,11 @@ def register_gate(app: faust.App, settings: Settings, catalog: Catalog) -> Calla
         table = app.Table(f"golden-{library.library}", default=None, partitions=library.partitions,
                           key_type=bytes, value_type=bytes, changelog_topic=changelog)
         app.agent(sources, name=f"gate-{library.library}")(_gate_agent(app, logic, table))
-    return lambda: {logic.library: dict(logic.counts) for logic in logics}
+    return Registered(lambda: {logic.library: dict(logic.counts) for logic in logics})
 
 
 def _gate_agent(app: faust.App, logic: GateLogic, table: faust.Table) -> Callable:
-    topics: dict[str, faust.TopicT] = {}
-
-    def topic(name: str) -> faust.TopicT:
-        if name not in topics:
-            topics[name] = app.topic(name, key_serializer="raw", value_serializer="raw")
-        return topics[name]
+    send = _sender(app)
 
     async def gate(stream: faust.StreamT) -> None:
         async for event in stream.events():
@@ -59,7 +63,7 @@ def _gate_agent(app: faust.App, logic: GateLogic, table: faust.Table) -> Callabl
             if step.golden is not None:
                 table[event.key] = step.golden
             for output in step.outputs:
-                await topic(output.topic).send(key=output.key, value=output.value, headers=output.headers)
+                await send(output)
 
     gate.__name__ = f"gate_{logic.library}"
     return gate
@@ -71,7 +75,100 @@ def _headers(headers: object) -> list[tuple[str, bytes]]:
     return list(headers.items()) if isinstance(headers, dict) else list(headers)  # type: ignore[arg-type]
 
 
-PROCESSORS: dict[str, Registrar] = {"gate": register_gate}
+def register_router(app: faust.App, settings: Settings, catalog: Catalog) -> Registered:
+    """An agent per library on ``shared.<library>``, the subscription watcher, and the
+    backfill agent on ``control.subscriptions`` (one partition: one instance does each)."""
+    import asyncio
+    import threading
+
+    from govbus.processors.golden import GoldenFormat
+    from govbus.processors.router import Backfill, RouterLogic, SubscriptionBook
+    from govbus.processors import subscriptions as rules
+
+    topic_names = names(settings)
+    codec = default_codec()
+    book = SubscriptionBook(settings, catalog, codec)
+    stop = threading.Event()
+    raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
+    send = _sender(app)
+    logics: dict[str, RouterLogic] = {}
+
+    @app.task
+    async def watch_subscriptions() -> None:
+        # A daemon thread: it follows the topic for the worker's whole life and ends with it.
+        threading.Thread(target=book.watch, args=(stop,), name="subscription-watcher", daemon=True).start()
+
+    for library in catalog.libraries.values():
+        logic = logics[library.library] = RouterLogic(library.library, settings, codec, book)
+        heads = app.Table(f"audit-heads-{library.library}", default=None, partitions=library.partitions,
+                          key_type=bytes, value_type=bytes,
+                          changelog_topic=app.topic(topic_names.audit_heads(library.library), partitions=library.partitions, **raw))
+        source = app.topic(topic_names.shared(library.library), **raw)
+        app.agent(source, name=f"router-{library.library}")(_router_agent(logic, heads, book, send))
+
+    backfills = {name: Backfill(logic, settings, GoldenFormat(codec.registry.policy(name))) for name, logic in logics.items()}
+
+    async def backfill(stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            if event.value is None:
+                continue
+            subscription = rules.from_json(event.value)
+            if subscription.state != "approved" or subscription.decision.state != "approved":
+                continue
+            while not book.ready.is_set():
+                await asyncio.sleep(0.1)
+            book.apply([(event.key, event.value)])  # its delivery topic exists before we write to it
+            outputs = await asyncio.get_running_loop().run_in_executor(None, backfills[subscription.library].run, subscription)
+            for output in outputs:
+                await send(output)
+            log.info("backfilled %d deliveries for %s", len(outputs) // 2, subscription.id)
+
+    app.agent(app.topic(topic_names.bus("control.subscriptions"), **raw), name="router-backfill")(backfill)
+    return Registered(lambda: {"deliveries": {name: logic.deliveries for name, logic in logics.items()},
+                               "subscriptions_active": sum(len(p) for p in book.by_library.values())},
+                      book.ready.is_set)
+
+
+def _router_agent(logic, heads: faust.Table, book, send) -> Callable:
+    import asyncio
+
+    async def route(stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            while not book.ready.is_set():
+                await asyncio.sleep(0.1)
+            message = event.message
+            chain_id = f"{logic.library}/{message.partition}".encode()
+            head = heads.get(chain_id)
+            outputs, new_head = logic.route(event.value, _headers(message.headers), message.partition,
+                                            message.offset, int(message.timestamp * 1000),
+                                            head.decode() if head else _genesis())
+            if outputs:
+                heads[chain_id] = new_head.encode()
+            for output in outputs:
+                await send(output)
+
+    route.__name__ = f"route_{logic.library}"
+    return route
+
+
+def _genesis() -> str:
+    from govbus.processors.audit import GENESIS
+
+    return GENESIS
+
+
+def _sender(app: faust.App) -> Callable:
+    topics: dict[str, faust.TopicT] = {}
+
+    async def send(output) -> None:
+        if output.topic not in topics:
+            topics[output.topic] = app.topic(output.topic, key_serializer="raw", value_serializer="raw")
+        await topics[output.topic].send(key=output.key, value=output.value, headers=output.headers)
+
+    return send
+
+
+PROCESSORS: dict[str, Registrar] = {"gate": register_gate, "router": register_router}
 
 
 def build(settings: Settings, processors: Iterable[str]) -> faust.App:
@@ -81,7 +178,7 @@ def build(settings: Settings, processors: Iterable[str]) -> faust.App:
         raise ValueError(f"unknown processor(s) {', '.join(unknown)}; choose from {', '.join(PROCESSORS)}")
     catalog = load_catalog(settings.catalog_dir)
     app = make_app(settings, chosen)
-    stats = {name: PROCESSORS[name](app, settings, catalog) for name in chosen}
+    registered = {name: PROCESSORS[name](app, settings, catalog) for name in chosen}
     started = time.time()
 
     @app.page("/health")
@@ -89,11 +186,12 @@ def build(settings: Settings, processors: Iterable[str]) -> faust.App:
         async def get(self, request: Request) -> Response:
             recovery = app.tables.recovery
             assigned = sorted(f"{tp.topic}[{tp.partition}]" for tp in app.consumer.assignment()) if app.consumer else []
-            ready = bool(assigned) and not app.rebalancing and recovery.completed.is_set()
+            ready = (bool(assigned) and not app.rebalancing and recovery.completed.is_set()
+                     and all(processor.ready() for processor in registered.values()))
             return self.json({
                 "status": "ready" if ready else "starting", "processors": chosen,
                 "uptime_seconds": round(time.time() - started, 1), "assigned": assigned,
-                "counts": {name: report() for name, report in stats.items()},
+                "counts": {name: processor.stats() for name, processor in registered.items()},
             }, status=200 if ready else 503)
 
     return app

@@ -23,7 +23,7 @@ from typing import Any
 from govbus import clients
 from govbus.producers.records import default_builder
 from govbus.schemas.codec import Codec, default_codec
-from govbus.schemas.framing import cloudevent_headers, entity_key
+from govbus.schemas.framing import PUBLISHED_AT, cloudevent_headers, entity_key, heartbeat_headers, now_millis
 from govbus.schemas.validation import Violation, Validator
 from govbus.settings import Settings
 from govbus.topics.names import TopicNames
@@ -86,10 +86,19 @@ class Publisher:
         key = entity_key(self._secret, self.library, event["entity_id"])
         value = self._codec.encode(self.library, event, self._schema_version)
         headers = cloudevent_headers(event, self.library, self._schema_version, key)
+        headers.append((PUBLISHED_AT, now_millis()))
         future = self._producer.send(self.topic, key=key, value=value, headers=headers)
         event_id = event["event_id"]
         future.add_callback(self._delivered).add_errback(self._failed, event_id)
         return PublishResult(event["entity_id"], event_id)
+
+    def heartbeat(self) -> None:
+        """Say "alive, nothing changed": a source with nothing to publish within its cadence
+        (the catalog's ``sources.<department>.cadence``) sends this, so that the freshness
+        processor does not report it silent. An empty value with heartbeat headers."""
+        headers = heartbeat_headers(self.department, self.source_system)
+        future = self._producer.send(self.topic, key=f"heartbeat:{self.department}".encode(), value=b"", headers=headers)
+        future.add_errback(self._failed, "heartbeat")
 
     def _delivered(self, _metadata: Any) -> None:
         with self._lock:

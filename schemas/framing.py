@@ -19,11 +19,25 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import uuid
 from collections.abc import Iterable
 from datetime import datetime, timezone
 from typing import Any
 
 Headers = list[tuple[str, bytes]]
+
+# The bus's own headers, added hop by hop and never recomputed downstream. Times are
+# milliseconds since the epoch (UTC) as decimal text; names are field names, never values.
+PUBLISHED_AT = "govbus_published_at"  # the publisher's send call
+ACCEPTED_AT = "govbus_accepted_at"  # the gate accepted the change
+ROUTED_AT = "govbus_routed_at"  # the router wrote the delivery
+BACKFILL = "govbus_backfill"  # "true" for an initial load / snapshot, "false" for a live change
+LATE = "govbus_late"  # "true" when the change broke its library's source-lateness SLA
+SOURCE_SEQUENCE = "govbus_source_sequence"  # the source's own sequence of the change
+SOURCE_DEPARTMENT = "govbus_source_department"
+SUBSCRIPTION = "govbus_subscription"  # the subscription a delivery was made under
+PURPOSE = "govbus_purpose"  # the purpose that subscription declared
+MASKED = "govbus_masked"  # comma-separated names of the fields delivered masked
 
 SPEC_VERSION = b"1.0"
 CONTENT_TYPE = b"application/avro"
@@ -68,6 +82,36 @@ def cloudevent_headers(event: dict[str, Any], library: str, schema_version: int,
         ("ce_dataschema", schema_urn(library, schema_version).encode()),
         ("content-type", CONTENT_TYPE),
     ]
+
+
+HEARTBEAT_TYPE = f"{TYPE_PREFIX}.heartbeat.v1".encode()
+
+
+def heartbeat_headers(department: str, system: str, moment: datetime | None = None) -> Headers:
+    """The headers of a heartbeat: "alive, nothing changed". The value is empty; the gate
+    skips it, the freshness processor counts it as the source being seen."""
+    return [
+        ("ce_specversion", SPEC_VERSION),
+        ("ce_id", str(uuid.uuid4()).encode()),
+        ("ce_source", source_urn(department, system).encode()),
+        ("ce_type", HEARTBEAT_TYPE),
+        ("ce_time", _iso(moment or datetime.now(timezone.utc))),
+        (PUBLISHED_AT, now_millis()),
+    ]
+
+
+def is_heartbeat(headers: Iterable[tuple[str, bytes]] | None) -> bool:
+    """Whether a message is a heartbeat (cheap: one pass over the headers, no decoding)."""
+    for name, value in headers or ():
+        if name == "ce_type":
+            return value == HEARTBEAT_TYPE
+    return False
+
+
+def now_millis() -> bytes:
+    import time
+
+    return str(int(time.time() * 1000)).encode()
 
 
 def header_map(headers: Iterable[tuple[str, bytes]] | None) -> dict[str, bytes]:

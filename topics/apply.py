@@ -126,7 +126,7 @@ def unknown_topics(admin: KafkaAdminClient, specs: list[TopicSpec], names: Topic
     Delivery topics are made on approval, not by the catalog, so they are never listed here.
     """
     wanted = {spec.name for spec in specs}
-    kinds = ("ingest.", "shared.", "state.", "dlq.", "control.", "audit.", "metrics.")
+    kinds = ("ingest.", "shared.", "state.", "dlq.", "control.", "audit.", "metrics.")  # not deliver.*
     return sorted(
         topic for topic in admin.list_topics()
         if topic.startswith(names.prefix) and topic not in wanted

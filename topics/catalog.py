@@ -20,7 +20,7 @@ from govbus.errors import GovbusError
 from govbus.topics.names import TopicNames
 
 Identifier = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")]
-TopicKind = Literal["ingest", "shared", "state", "dlq", "deliver"]
+TopicKind = Literal["ingest", "shared", "state", "dlq", "audit_heads", "deliver"]
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 _RESERVED_FILES = {"departments.yaml", "bus.yaml"}
@@ -143,6 +143,7 @@ class Catalog(BaseModel):
             specs.append(self._library_topic(library, "shared", names.shared(library.library)))
             specs.append(self._library_topic(library, "state", names.state(library.library)))
             specs.append(self._library_topic(library, "dlq", names.dlq(library.library)))
+            specs.append(self._library_topic(library, "audit_heads", names.audit_heads(library.library)))
         replication = max((lib.replication_factor for lib in self.libraries.values()), default=1)
         for topic, template in self.bus.topics.items():
             specs.append(TopicSpec(name=names.bus(topic), partitions=template.partitions or 1,

@@ -34,6 +34,9 @@ class TopicNames:
     def dlq(self, library: str) -> str:
         return f"{self.prefix}dlq.{library}"
 
+    def audit_heads(self, library: str) -> str:
+        return f"{self.prefix}audit.heads.{library}"
+
     def deliver(self, department: str, library: str) -> str:
         return f"{self.prefix}deliver.{department}.{library}"
 

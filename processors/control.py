@@ -1,0 +1,83 @@
+"""The one application channel (统一申请): subscriptions as events in ``control.subscriptions``.
+
+A request is judged at once against the catalog and the schema (refused, approved
+automatically for unconditional fields, or waiting for the owner); approvals, refusals and
+revocations are further events on the same key. The topic is compacted, so it always holds
+the latest state of every subscription, and the router obeys what it says.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from kafka import TopicPartition
+
+from govbus import clients
+from govbus.processors import subscriptions as rules
+from govbus.processors.subscriptions import Subscription, SubscriptionError, SubscriptionRequest
+from govbus.schemas.registry import default_registry
+from govbus.settings import Settings
+from govbus.topics.catalog import load_catalog
+from govbus.topics.names import SUBSCRIPTIONS, TopicNames
+
+
+def topic(settings: Settings) -> str:
+    return TopicNames(settings.topic_prefix).bus(SUBSCRIPTIONS)
+
+
+def read_all(settings: Settings) -> dict[str, Subscription]:
+    """Every subscription as the topic now says."""
+    consumer = clients.consumer(settings)
+    try:
+        name = topic(settings)
+        partitions = [TopicPartition(name, p) for p in sorted(consumer.partitions_for_topic(name) or [])]
+        if not partitions:
+            raise SubscriptionError(f"{name} does not exist; run `govbus topics apply` first")
+        consumer.assign(partitions)
+        consumer.seek_to_beginning()
+        ends = consumer.end_offsets(partitions)
+        events: list[tuple[bytes, bytes | None]] = []
+        while any(consumer.position(tp) < ends[tp] for tp in partitions):
+            for records in consumer.poll(timeout_ms=1000).values():
+                events += [(record.key, record.value) for record in records]
+        return rules.fold(events)
+    finally:
+        consumer.close()
+
+
+def write(settings: Settings, subscription: Subscription) -> Subscription:
+    producer = clients.producer(settings)
+    try:
+        producer.send(topic(settings), key=rules.key(subscription), value=rules.to_json(subscription)).get(timeout=30)
+    finally:
+        producer.close()
+    return subscription
+
+
+def request(settings: Settings, request: SubscriptionRequest) -> Subscription:
+    """Judge a request and record it; the result says refused, approved or requested."""
+    judged = rules.evaluate(request, load_catalog(settings.catalog_dir), default_registry(), _now())
+    return write(settings, judged)
+
+
+def find(settings: Settings, subscription_id: str) -> Subscription:
+    current = read_all(settings)
+    if subscription_id not in current:
+        raise SubscriptionError(f"no subscription {subscription_id!r}; `govbus subscriptions list` shows them")
+    return current[subscription_id]
+
+
+def approve(settings: Settings, subscription_id: str, by: str, reason: str | None = None) -> Subscription:
+    return write(settings, rules.approve(find(settings, subscription_id), by, _now(), reason))
+
+
+def refuse(settings: Settings, subscription_id: str, by: str, reason: str) -> Subscription:
+    return write(settings, rules.refuse(find(settings, subscription_id), by, _now(), reason))
+
+
+def revoke(settings: Settings, subscription_id: str, by: str, reason: str | None = None) -> Subscription:
+    return write(settings, rules.revoke(find(settings, subscription_id), by, _now(), reason))
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)

@@ -1,0 +1,216 @@
+"""The router: each authoritative change goes to exactly the departments entitled to it.
+
+For every change on ``shared.<library>`` and every active subscription of that library, the
+subscription's ``Projector`` decides what the department may see (approved fields only,
+masked where the schema asks, never a not-shared field). Each delivery goes to
+``deliver.<department>.<library>`` with its subscription and purpose in the headers, and each
+writes a sharing record to ``audit.deliveries``, hash-chained per (library, partition): the
+router instance that owns a shared partition is the only writer of that chain, and keeps
+the chain's head in a faust table (changelog ``audit.heads.<library>``).
+
+Subscriptions are read by every instance from ``control.subscriptions`` (``SubscriptionBook``)
+so that a revocation stops deliveries at once everywhere. A new approval makes the delivery
+topic and then a backfill of the current state (``Backfill``), marked as such.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from collections.abc import Iterable
+from datetime import datetime, timezone
+from typing import Any
+
+from kafka import TopicPartition
+
+from govbus import clients
+from govbus.processors import audit
+from govbus.processors import subscriptions as rules
+from govbus.processors.gate import Output
+from govbus.processors.golden import Golden, GoldenFormat
+from govbus.processors.projection import Projector
+from govbus.processors.subscriptions import Subscription
+from govbus.schemas.codec import Codec
+from govbus.schemas.framing import (BACKFILL, MASKED, PURPOSE, ROUTED_AT, SUBSCRIPTION, Headers, entity_key,
+                                    header_map, now_millis, with_headers)
+from govbus.settings import Settings
+from govbus.topics import apply as topic_apply
+from govbus.topics.catalog import Catalog
+from govbus.topics.names import AUDIT, SUBSCRIPTIONS, TopicNames
+
+log = logging.getLogger("govbus.router")
+_BACKFILL_NAMESPACE = uuid.UUID("7f3b0c52-1d7e-4c59-9e55-5a8f1f0f6a21")
+
+
+class SubscriptionBook:
+    """The active projectors per library, kept current from ``control.subscriptions``."""
+
+    def __init__(self, settings: Settings, catalog: Catalog, codec: Codec) -> None:
+        self.settings = settings
+        self.catalog = catalog
+        self.codec = codec
+        self.names = TopicNames(settings.topic_prefix)
+        self.pseudonym_key = settings.key_secret.encode()
+        self.subscriptions: dict[str, Subscription] = {}
+        self.by_library: dict[str, tuple[Projector, ...]] = {}
+        self.ready = threading.Event()
+        self._made_topics: set[str] = set()
+
+    def projectors(self, library: str) -> tuple[Projector, ...]:
+        return self.by_library.get(library, ())
+
+    def apply(self, events: Iterable[tuple[bytes, bytes | None]]) -> None:
+        """Fold new subscription events in; make delivery topics before activating them."""
+        current = dict(self.subscriptions)
+        current.update(rules.fold(events))
+        for subscription in current.values():
+            if subscription.state == "approved":
+                self._ensure_delivery_topic(subscription)
+        by_library: dict[str, list[Projector]] = {}
+        for subscription in current.values():
+            if subscription.state == "approved" and subscription.library in self.catalog.libraries:
+                projector = Projector.for_subscription(subscription, self.codec.registry, self.pseudonym_key)
+                by_library.setdefault(subscription.library, []).append(projector)
+        self.subscriptions = current
+        self.by_library = {library: tuple(projectors) for library, projectors in by_library.items()}
+
+    def _ensure_delivery_topic(self, subscription: Subscription) -> None:
+        name = self.names.deliver(subscription.department, subscription.library)
+        if name in self._made_topics:
+            return
+        admin = clients.admin(self.settings)
+        try:
+            brokers = len(admin.describe_cluster()["brokers"])
+            spec = self.catalog.delivery_topic(self.names, subscription.department, subscription.library)
+            if topic_apply.ensure_topic(admin, spec, brokers, self.catalog.bus.min_insync_replicas):
+                log.info("made delivery topic %s for %s", name, subscription.id)
+        finally:
+            admin.close()
+        self._made_topics.add(name)
+
+    def watch(self, stop: threading.Event) -> None:
+        """Follow the subscriptions topic for ever (in a thread); ready once caught up."""
+        consumer = clients.consumer(self.settings)
+        name = self.names.bus(SUBSCRIPTIONS)
+        partitions = [TopicPartition(name, p) for p in sorted(consumer.partitions_for_topic(name) or [0])]
+        consumer.assign(partitions)
+        consumer.seek_to_beginning()
+        ends = consumer.end_offsets(partitions)
+        try:
+            while not stop.is_set():
+                batches = consumer.poll(timeout_ms=200)
+                events = [(record.key, record.value) for records in batches.values() for record in records]
+                if events:
+                    self.apply(events)
+                if not self.ready.is_set() and all(consumer.position(tp) >= ends[tp] for tp in partitions):
+                    self.ready.set()
+        except Exception:  # noqa: BLE001 - a dead watcher must not look alive
+            log.exception("the subscription watcher failed; the router stops routing")
+            self.ready.clear()
+            raise
+        finally:
+            consumer.close()
+
+
+class RouterLogic:
+    """Routing of one library's changes, free of faust."""
+
+    def __init__(self, library: str, settings: Settings, codec: Codec, book: SubscriptionBook) -> None:
+        self.library = library
+        self.codec = codec
+        self.book = book
+        self.names = TopicNames(settings.topic_prefix)
+        self.secret = settings.key_secret.encode()
+        self.audit_topic = self.names.bus(AUDIT)
+        self.deliveries = 0
+
+    def route(self, value: bytes, headers: Headers, partition: int, offset: int, timestamp_ms: int,
+              head: str) -> tuple[list[Output], str]:
+        """The deliveries and sharing records for one shared change; the chain's new head."""
+        _, record = self.codec.decode(value)
+        found = header_map(headers)
+        change = shared_change(record, found.get(BACKFILL) == b"true")
+        delivered_at = datetime.fromtimestamp(timestamp_ms / 1000, timezone.utc)
+        chain = audit.AuditChain(f"{self.library}/{partition}", head)
+        outputs = []
+        for projector in self.book.projectors(self.library):
+            outputs += self.deliver(projector, change, record, headers, chain, delivered_at, offset)
+        return outputs, chain.head
+
+    def deliver(self, projector: Projector, change: dict[str, Any], record: dict[str, Any], headers: Headers,
+                chain: audit.AuditChain, delivered_at: datetime, offset: int | None) -> list[Output]:
+        delivered, masked = projector.project(change, delivered_at)
+        if delivered is None:
+            return []
+        value = self.codec.encode(self.library, {
+            "event_id": delivered["event_id"], "entity_id": delivered["entity_id"], "op": delivered["op"],
+            "fields_set": delivered["fields_set"], "source_department": delivered["source_department"],
+            "source_system": record["source_system"], "sequence": delivered["version"],
+            "valid_from": delivered["valid_from"], "recorded_at": delivered["recorded_at"],
+            "data": delivered["data"] or {}})
+        key = entity_key(self.secret, self.library, delivered["entity_id"])
+        out_headers = with_headers(headers, ce_subject=key, **{
+            SUBSCRIPTION: projector.subscription_id, PURPOSE: projector.purpose, MASKED: ",".join(masked),
+            BACKFILL: "true" if delivered["backfill"] else "false", ROUTED_AT: now_millis()})
+        sharing_record = chain.record_delivery(projector, change, delivered, masked, delivered_at, offset)
+        self.deliveries += 1
+        return [Output(self.names.deliver(projector.department, self.library), key, value, out_headers),
+                Output(self.audit_topic, chain.chain.encode(), audit.encode(sharing_record), [])]
+
+
+def shared_change(record: dict[str, Any], backfill: bool) -> dict[str, Any]:
+    """A decoded ``shared.<library>`` event as the change a projector reads."""
+    return {"entity_id": record["entity_id"], "version": record["sequence"], "op": record["op"],
+            "fields_set": record["fields_set"], "data": record["data"], "backfill": backfill,
+            "source_department": record["source_department"], "event_id": record["event_id"],
+            "valid_from": record["valid_from"], "recorded_at": record["recorded_at"]}
+
+
+class Backfill:
+    """The initial load of a new approval: the current state of every matching entity, once."""
+
+    def __init__(self, logic: RouterLogic, settings: Settings, golden_format: GoldenFormat) -> None:
+        self.logic = logic
+        self.settings = settings
+        self.golden_format = golden_format
+
+    def run(self, subscription: Subscription) -> list[Output]:
+        projector = Projector.for_subscription(subscription, self.logic.codec.registry, self.settings.key_secret.encode())
+        approved_at = subscription.decision.at
+        chain = audit.AuditChain(f"backfill/{subscription.id}")
+        outputs: list[Output] = []
+        for golden in self._current_state():
+            record = self._snapshot(golden)
+            change = shared_change(record, backfill=True)
+            outputs += self.logic.deliver(projector, change, record, [], chain, approved_at, None)
+        return outputs
+
+    def _current_state(self) -> list[Golden]:
+        import json
+
+        consumer = clients.consumer(self.settings)
+        name = TopicNames(self.settings.topic_prefix).state(self.logic.library)
+        try:
+            partitions = [TopicPartition(name, p) for p in sorted(consumer.partitions_for_topic(name) or [])]
+            consumer.assign(partitions)
+            consumer.seek_to_beginning()
+            ends = consumer.end_offsets(partitions)
+            latest: dict[bytes, bytes | None] = {}
+            while any(consumer.position(tp) < ends[tp] for tp in partitions):
+                for records in consumer.poll(timeout_ms=1000).values():
+                    latest.update((r.key, r.value) for r in records)
+        finally:
+            consumer.close()
+        goldens = (self.golden_format.load(json.loads(value)) for value in latest.values() if value)
+        return sorted((g for g in goldens if not g.deleted and g.values), key=lambda g: g.entity_id)
+
+    def _snapshot(self, golden: Golden) -> dict[str, Any]:
+        stamps = list(golden.stamps.values())
+        data = dict.fromkeys(self.logic.codec.registry.policy(self.logic.library))
+        data.update(golden.values)
+        return {"event_id": str(uuid.uuid5(_BACKFILL_NAMESPACE, f"{golden.entity_id}/{golden.version}")),
+                "entity_id": golden.entity_id, "op": "SNAPSHOT", "fields_set": sorted(golden.values),
+                "source_department": "govbus", "source_system": "govbus-router", "sequence": golden.version,
+                "valid_from": max((s.valid_from for s in stamps if s.valid_from), default=None),
+                "recorded_at": max(s.recorded_at for s in stamps), "data": data}
