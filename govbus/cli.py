@@ -35,13 +35,15 @@ def main(verbose: bool) -> None:
 def _register() -> None:
     from govbus.broker.commands import broker
     from govbus.demo import demo
+    from govbus.processors.assess_command import assess
     from govbus.processors.commands import dlq, processors
     from govbus.processors.control_commands import audit_group, subscriptions
     from govbus.producers.commands import generate, publish
     from govbus.schemas.commands import schemas
-    from govbus.topics.commands import topics
+    from govbus.security.commands import certs, departments
+    from govbus.topics.commands import acl, topics
 
-    for command in (broker, topics, schemas, generate, publish, processors, dlq, subscriptions, audit_group, demo):
+    for command in (broker, topics, acl, departments, certs, schemas, generate, publish, processors, dlq, subscriptions, audit_group, assess, demo):
         main.add_command(command)
 
 

@@ -1,20 +1,56 @@
 """Kafka clients configured from the settings, so that every part of the bus connects alike.
 
-Security settings (SASL, TLS) are added here and nowhere else.
+Security lives here and nowhere else: SASL/SCRAM-SHA-512 with the principal's credentials,
+optionally over TLS with the deployment's CA (clients verify the broker's certificate).
 """
 
 from __future__ import annotations
 
+import logging
+import ssl
 from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 
+from govbus.security import credentials
 from govbus.settings import Settings
+
+# kafka-python warns that SCRAM over a plaintext listener "exchanges credentials in the clear";
+# SCRAM never sends the password (only a salted proof), so the warning only alarms operators.
+logging.getLogger("kafka.net.sasl.scram").setLevel(logging.ERROR)
+
+
+def sasl_credentials(settings: Settings) -> credentials.Credentials:
+    if settings.sasl_password:
+        return credentials.Credentials(settings.sasl_username, settings.sasl_password)
+    return credentials.load(settings.home, settings.sasl_username)
+
+
+def ca_file(settings: Settings) -> str:
+    return str(settings.ssl_cafile or settings.home / "tls" / "ca.pem")
+
+
+def ssl_context(settings: Settings) -> ssl.SSLContext:
+    """A context that verifies the broker against the deployment's CA only."""
+    context = ssl.create_default_context(cafile=ca_file(settings))
+    context.check_hostname = True
+    return context
+
+
+def security_config(settings: Settings) -> dict[str, Any]:
+    if settings.security_protocol == "PLAINTEXT":
+        return {"security_protocol": "PLAINTEXT"}
+    login = sasl_credentials(settings)
+    config: dict[str, Any] = {"security_protocol": settings.security_protocol, "sasl_mechanism": credentials.MECHANISM,
+                              "sasl_plain_username": login.username, "sasl_plain_password": login.password}
+    if settings.security_protocol == "SASL_SSL":
+        config["ssl_context"] = ssl_context(settings)
+    return config
 
 
 def connection_config(settings: Settings) -> dict[str, Any]:
     """What every client needs to reach the bus."""
-    return {"bootstrap_servers": settings.bootstrap_list, "client_id": settings.client_id}
+    return {"bootstrap_servers": settings.bootstrap_list, "client_id": settings.client_id, **security_config(settings)}
 
 
 def admin(settings: Settings) -> KafkaAdminClient:
@@ -27,7 +63,6 @@ def producer(settings: Settings, **overrides: Any) -> KafkaProducer:
         "acks": "all",
         "enable_idempotence": True,
         "linger_ms": 5,
-        "compression_type": None,
         "max_in_flight_requests_per_connection": 5,
     }
     config.update(overrides)

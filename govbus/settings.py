@@ -9,6 +9,8 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
+from typing import Literal
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -37,11 +39,23 @@ class Settings(BaseSettings):
     controller_port: int = Field(9093, description="KRaft controller port of the local broker.")
     client_id: str = Field("govbus", description="Client id prefix sent to the broker.")
     processor_port: int = Field(6066, description="Health and metrics port of a processor worker (127.0.0.1).")
+    freshness_interval: float = Field(10.0, gt=0, description="Seconds between the freshness processor's reports to metrics.freshness.")
     topic_prefix: str = Field("", description="Namespace before every topic name (e.g. per environment).")
     key_secret: str = Field(
         "govbus-development-key-secret",
         description="Secret of the keyed pseudonyms used as Kafka keys; set one per deployment, once.",
     )
+
+    security_protocol: Literal["PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "SASL_PLAINTEXT",
+        description="How clients reach the broker: SASL/SCRAM (the default), SASL over TLS, or PLAINTEXT for a "
+                    "development broker started with --plaintext.",
+    )
+    sasl_username: str = Field("admin", description="The principal this process logs in as.")
+    sasl_password: str | None = Field(
+        None, description="Its password; by default read from <home>/credentials/<principal>.json.")
+    ssl_cafile: Path | None = Field(None, description="CA certificate to verify the broker with (SASL_SSL); "
+                                                      "default <home>/tls/ca.pem.")
 
     @property
     def bootstrap_list(self) -> list[str]:

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 
 import faust
 
+from govbus import clients
 from govbus.settings import Settings
 from govbus.topics.names import TopicNames
 
@@ -42,7 +43,18 @@ def make_app(settings: Settings, processors: Iterable[str]) -> faust.App:
         web_port=settings.processor_port,
         web_in_thread=False,
         autodiscover=False,
+        broker_credentials=credentials(settings),
     )
+
+
+def credentials(settings: Settings) -> faust.SASLCredentials | None:
+    """The worker's SASL login (and TLS context), from the same settings as every client."""
+    if settings.security_protocol == "PLAINTEXT":
+        return None
+    login = clients.sasl_credentials(settings)
+    context = clients.ssl_context(settings) if settings.security_protocol == "SASL_SSL" else None
+    return faust.SASLCredentials(username=login.username, password=login.password, mechanism="SCRAM-SHA-512",
+                                 ssl_context=context)
 
 
 def names(settings: Settings) -> TopicNames:

@@ -17,6 +17,7 @@ from govbus.processors import subscriptions as rules
 from govbus.processors.subscriptions import Subscription, SubscriptionError, SubscriptionRequest
 from govbus.schemas.registry import default_registry
 from govbus.settings import Settings
+from govbus.topics import acls
 from govbus.topics.catalog import load_catalog
 from govbus.topics.names import SUBSCRIPTIONS, TopicNames
 
@@ -46,11 +47,21 @@ def read_all(settings: Settings) -> dict[str, Subscription]:
 
 
 def write(settings: Settings, subscription: Subscription) -> Subscription:
+    """Record a subscription's new state, then bring the broker's ACLs in line with it, so
+    that an approval opens and a revocation closes the department's delivery topic at once."""
     producer = clients.producer(settings)
     try:
         producer.send(topic(settings), key=rules.key(subscription), value=rules.to_json(subscription)).get(timeout=30)
     finally:
         producer.close()
+    if settings.security_protocol != "PLAINTEXT":
+        current = read_all(settings)
+        current[subscription.id] = subscription
+        admin = clients.admin(settings)
+        try:
+            acls.reconcile(admin, load_catalog(settings.catalog_dir), TopicNames(settings.topic_prefix), current.values())
+        finally:
+            admin.close()
     return subscription
 
 

@@ -2,8 +2,11 @@
 
 Integration tests (under tests/integration) get a real Kafka broker for the whole session:
 GOVBUS_BOOTSTRAP_SERVERS if set, else testcontainers' Kafka where a Docker engine answers,
-else a local KRaft broker run from Maven Central's jars. Each test gets its own topic prefix,
-so tests never see each other's data.
+else a local KRaft broker run from Maven Central's jars — secured, as in production:
+SASL/SCRAM, the standard authorizer, deny by default. Tests act as the admin principal unless
+they ask for another (``bus.as_principal``); processors run as their own principal with the
+ACLs that ``bus.apply_catalog()`` derives. Each test gets its own topic prefix, so tests
+never see each other's data.
 """
 
 from __future__ import annotations
@@ -40,6 +43,23 @@ def broker() -> Iterator[ProvisionedBroker]:
 
 
 @pytest.fixture(scope="session")
+def principals(broker: ProvisionedBroker, catalog: Catalog, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Every department, the processors and governance as principals: name → password."""
+    if broker.security["security_protocol"] == "PLAINTEXT":
+        return {}
+    from govbus.security import credentials
+    from govbus.security import principals as broker_principals
+
+    home = tmp_path_factory.mktemp("principals")
+    admin = clients.admin(broker.admin_settings())
+    try:
+        names = [credentials.PROCESSORS, credentials.GOVERNANCE, *catalog.departments]
+        return {name: broker_principals.ensure(admin, home, name).password for name in names}
+    finally:
+        admin.close()
+
+
+@pytest.fixture(scope="session")
 def postgres_dsn() -> Iterator[str]:
     """A real PostgreSQL server for the session (Debian's package; `./run test` installs it)."""
     import pg
@@ -64,24 +84,41 @@ class Bus:
     settings: Settings
     names: TopicNames
     catalog: Catalog
+    passwords: dict[str, str]
+
+    @property
+    def secured(self) -> bool:
+        return self.settings.security_protocol != "PLAINTEXT"
+
+    def as_principal(self, name: str) -> Settings:
+        """These settings, logged in as another principal (a department, the processors …)."""
+        if not self.secured:
+            return self.settings
+        return self.settings.model_copy(update={"sasl_username": name, "sasl_password": self.passwords[name]})
 
     def apply_catalog(self) -> list[str]:
+        """Topics from the catalog, and (when secured) the ACLs derived from it."""
+        from govbus.processors import control
+        from govbus.topics import acls
+
         admin = clients.admin(self.settings)
         try:
             specs = topic_apply.desired_topics(self.catalog, self.names, admin)
-            return topic_apply.apply(admin, topic_apply.compare(admin, specs))
+            changes = topic_apply.apply(admin, topic_apply.compare(admin, specs))
+            if self.secured:
+                acls.reconcile(admin, self.catalog, self.names, control.read_all(self.settings).values())
+            return changes
         finally:
             admin.close()
 
 
 @pytest.fixture
-def bus(broker: ProvisionedBroker, catalog: Catalog, tmp_path: Path) -> Bus:
+def bus(broker: ProvisionedBroker, catalog: Catalog, principals: dict[str, str], tmp_path: Path) -> Bus:
     """Settings pointing at the session's broker and a fresh topic prefix for this test."""
     prefix = f"t{uuid.uuid4().hex[:10]}."
-    settings = Settings(bootstrap_servers=broker.bootstrap_servers, topic_prefix=prefix,
-                        client_id=f"govbus-test-{uuid.uuid4().hex[:6]}", processor_port=free_port(),
-                        home=tmp_path / "govbus-home")
-    return Bus(settings, TopicNames(prefix), catalog)
+    settings = broker.admin_settings(topic_prefix=prefix, client_id=f"govbus-test-{uuid.uuid4().hex[:6]}",
+                                     processor_port=free_port(), home=tmp_path / "govbus-home")
+    return Bus(settings, TopicNames(prefix), catalog, principals)
 
 
 @pytest.fixture
@@ -90,7 +127,9 @@ def start_processors(bus: Bus, tmp_path: Path) -> Iterator[Callable[..., Process
     started: list[ProcessorProcess] = []
 
     def start(*names: str, port: int | None = None) -> ProcessorProcess:
-        settings = bus.settings.model_copy(update={"processor_port": port or free_port()})
+        from govbus.security.credentials import PROCESSORS
+
+        settings = bus.as_principal(PROCESSORS).model_copy(update={"processor_port": port or free_port()})
         worker = ProcessorProcess(settings, list(names), tmp_path / f"worker-{len(started)}.log")
         started.append(worker)
         return worker.start()

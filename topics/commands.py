@@ -57,3 +57,32 @@ def list_command(prefix: str) -> None:
     for comparison in comparisons:
         detail = comparison.describe()
         click.echo(f"{comparison.spec.name:<{width}}  {comparison.state:<8}  {detail}".rstrip())
+
+
+@click.group()
+def acl() -> None:
+    """Broker ACLs derived from the catalog and the subscriptions."""
+
+
+@acl.command("apply")
+@click.option("--prefix", default=None, help="Topic prefix (default: GOVBUS_TOPIC_PREFIX).")
+@click.option("--dry-run", is_flag=True, help="Show the difference only.")
+def acl_apply(prefix: str | None, dry_run: bool) -> None:
+    """Show, then apply, the difference between the derived ACLs and the broker's."""
+    from govbus.processors import control
+    from govbus.topics import acls
+
+    settings = get_settings()
+    names = TopicNames(settings.topic_prefix if prefix is None else prefix)
+    subscriptions = control.read_all(settings.model_copy(update={"topic_prefix": names.prefix})).values()
+    admin = clients.admin(settings)
+    try:
+        added, removed = acls.reconcile(admin, load_catalog(settings.catalog_dir), names, subscriptions, dry_run=dry_run)
+    finally:
+        admin.close()
+    for grant in added:
+        click.echo(f"+ {grant.describe()}")
+    for grant in removed:
+        click.echo(f"- {grant.describe()}")
+    verb = "would change" if dry_run else "changed"
+    click.echo(f"{len(added)} added, {len(removed)} removed ({verb})." if added or removed else "ACLs are in sync.")

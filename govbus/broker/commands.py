@@ -6,14 +6,34 @@ import time
 
 import click
 
-from govbus.broker.local import LocalCluster
-from govbus.broker.runtime import kafka_version
+from govbus.broker.local import BrokerSecurity, LocalCluster
+from govbus.broker.runtime import BrokerError, kafka_version
+from govbus.security import credentials
 from govbus.settings import Settings, get_settings
 
 
 def local_cluster(settings: Settings, nodes: int = 1) -> LocalCluster:
+    """The local cluster as the settings describe it: SASL/SCRAM unless they say PLAINTEXT,
+    over TLS when they say SASL_SSL (material from `govbus certs create`)."""
     return LocalCluster(settings.home, nodes=nodes, port=settings.broker_port,
-                        controller_port=settings.controller_port, heap=settings.broker_heap)
+                        controller_port=settings.controller_port, heap=settings.broker_heap,
+                        security=broker_security(settings))
+
+
+def broker_security(settings: Settings) -> BrokerSecurity | None:
+    if settings.security_protocol == "PLAINTEXT":
+        return None
+    try:
+        admin = credentials.load(settings.home, credentials.ADMIN)
+    except Exception:  # noqa: BLE001 - first start: make the admin principal
+        admin = credentials.generate(credentials.ADMIN)
+        credentials.save(settings.home, admin)
+    tls = None
+    if settings.security_protocol == "SASL_SSL":
+        tls = settings.home / "tls"
+        if not (tls / "broker-keystore.pem").exists():
+            raise BrokerError(f"SASL_SSL needs TLS material in {tls}; make it with `govbus certs create`.")
+    return BrokerSecurity(admin.password, tls)
 
 
 @click.group()
@@ -36,6 +56,11 @@ def start(nodes: int) -> None:
     bootstrap = cluster.start()
     click.echo(f"Ready in {time.monotonic() - began:.1f} s. Bootstrap address: {bootstrap}")
     click.echo(f"Data and logs: {settings.home / 'broker'}")
+    if cluster.security:
+        click.echo(f"Security: {cluster.security.listener} with SCRAM-SHA-512; principals' credentials in "
+                   f"{credentials.directory(settings.home)} (admin is the operators' super user).")
+    else:
+        click.echo("Security: none (PLAINTEXT, GOVBUS_SECURITY_PROTOCOL=PLAINTEXT): for quick local development only.")
 
 
 @broker.command()

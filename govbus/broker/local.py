@@ -39,6 +39,21 @@ logger.started.level = INFO
 
 
 @dataclass(frozen=True)
+class BrokerSecurity:
+    """SASL/SCRAM on the client listener (and TLS when ``tls_directory`` holds the material
+    made by ``govbus certs create``). ``admin`` is a super user created at format time; the
+    controller listener stays PLAINTEXT on loopback (KRaft cannot use SCRAM there), so its
+    principal ``User:ANONYMOUS`` must be a super user too: never expose that port."""
+
+    admin_password: str
+    tls_directory: Path | None = None
+
+    @property
+    def listener(self) -> str:
+        return "SASL_SSL" if self.tls_directory else "SASL_PLAINTEXT"
+
+
+@dataclass(frozen=True)
 class NodeSpec:
     """Where one node listens and keeps its files."""
 
@@ -84,6 +99,7 @@ class LocalCluster:
         heap: str = "512m",
         jar_cache: Path | None = None,
         ports: list[tuple[int, int]] | None = None,
+        security: BrokerSecurity | None = None,
     ) -> None:
         """``ports`` gives each node's (client, controller) ports explicitly; otherwise node
         ``i`` listens on ``port + i`` and ``controller_port + i`` (moved past the client ports
@@ -96,6 +112,7 @@ class LocalCluster:
         self.home = home
         self.heap = heap
         self.jar_cache = jar_cache or home
+        self.security = security
         self.nodes = [
             NodeSpec(i + 1, client, controller, home / "broker" / f"node-{i + 1}")
             for i, (client, controller) in enumerate(ports)
@@ -143,6 +160,8 @@ class LocalCluster:
         for node in self.nodes:
             self._write_configuration(node)
             arguments = ["kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(node.directory / "server.properties")]
+            if self.security:
+                arguments += ["--add-scram", f"SCRAM-SHA-512=[name=admin,password={self.security.admin_password}]"]
             if len(self.nodes) == 1:
                 arguments.append("--standalone")
             else:
@@ -160,7 +179,9 @@ class LocalCluster:
 
     def _write_configuration(self, node: NodeSpec) -> None:
         (node.directory / "logs").mkdir(parents=True, exist_ok=True)
-        (node.directory / "server.properties").write_text(self.server_properties(node))
+        path = node.directory / "server.properties"
+        path.write_text(self.server_properties(node))
+        path.chmod(0o600)  # it holds the inter-broker password
         self._log4j2(node)
 
     def _log4j2(self, node: NodeSpec) -> Path:
@@ -173,15 +194,16 @@ class LocalCluster:
         """The broker configuration; small buffers because the machines are small."""
         quorum = ",".join(f"127.0.0.1:{other.controller_port}" for other in self.nodes)
         replication = min(3, len(self.nodes))
+        listener = self.security.listener if self.security else "PLAINTEXT"
         properties = {
             "process.roles": "broker,controller",
             "node.id": node.node_id,
             "controller.quorum.bootstrap.servers": quorum,
-            "listeners": f"PLAINTEXT://127.0.0.1:{node.port},CONTROLLER://127.0.0.1:{node.controller_port}",
-            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{node.port}",
+            "listeners": f"{listener}://127.0.0.1:{node.port},CONTROLLER://127.0.0.1:{node.controller_port}",
+            "advertised.listeners": f"{listener}://127.0.0.1:{node.port}",
             "controller.listener.names": "CONTROLLER",
-            "inter.broker.listener.name": "PLAINTEXT",
-            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "inter.broker.listener.name": listener,
+            "listener.security.protocol.map": f"{listener}:{listener},CONTROLLER:PLAINTEXT",
             "log.dirs": node.directory / "data",
             "num.partitions": 1,
             "offsets.topic.replication.factor": replication,
@@ -195,8 +217,32 @@ class LocalCluster:
             "num.network.threads": 2,
             "num.io.threads": 4,
             "auto.create.topics.enable": "false",
+            **(self._security_properties() if self.security else {}),
         }
         return "".join(f"{key}={value}\n" for key, value in properties.items())
+
+    def _security_properties(self) -> dict[str, object]:
+        security = self.security
+        name = security.listener.lower()
+        jaas = ('org.apache.kafka.common.security.scram.ScramLoginModule required '
+                f'username="admin" password="{security.admin_password}";')
+        properties: dict[str, object] = {
+            "sasl.enabled.mechanisms": "SCRAM-SHA-512",
+            "sasl.mechanism.inter.broker.protocol": "SCRAM-SHA-512",
+            f"listener.name.{name}.scram-sha-512.sasl.jaas.config": jaas,
+            "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+            "allow.everyone.if.no.acl.found": "false",
+            "super.users": "User:admin;User:ANONYMOUS",
+        }
+        if security.tls_directory:
+            properties |= {
+                "ssl.keystore.type": "PEM",
+                "ssl.keystore.location": security.tls_directory / "broker-keystore.pem",
+                "ssl.truststore.type": "PEM",
+                "ssl.truststore.location": security.tls_directory / "ca.pem",
+                "ssl.endpoint.identification.algorithm": "https",
+            }
+        return properties
 
     def _launch(self, java: str, libs: Path, node: NodeSpec) -> subprocess.Popen[bytes]:
         self._write_configuration(node)
@@ -217,7 +263,7 @@ class LocalCluster:
     def _wait_ready(self, processes: list[subprocess.Popen[bytes]], timeout: float) -> None:
         deadline = time.monotonic() + timeout
         for node, process in zip(self.nodes, processes):
-            while not broker_answers(node.bootstrap):
+            while not broker_answers(node.bootstrap, security=self.client_security()):
                 if process.poll() is not None:
                     raise BrokerError(
                         f"Kafka node {node.node_id} exited with code {process.returncode} while "
@@ -228,16 +274,34 @@ class LocalCluster:
                     raise BrokerError(f"Kafka did not answer on {node.bootstrap} within {timeout:.0f} s; see {node.log_file}.\n{_tail(node)}")
                 time.sleep(0.5)
 
+    def client_security(self) -> dict | None:
+        """kafka-python settings with which the admin reaches this cluster."""
+        if not self.security:
+            return None
+        config = {"security_protocol": self.security.listener, "sasl_mechanism": "SCRAM-SHA-512",
+                  "sasl_plain_username": "admin", "sasl_plain_password": self.security.admin_password}
+        if self.security.tls_directory:
+            import ssl
+
+            config["ssl_context"] = ssl.create_default_context(cafile=str(self.security.tls_directory / "ca.pem"))
+        return config
+
     # -- stop and status ---------------------------------------------------------------------
     def stop(self, *, timeout: float = 60.0) -> list[str]:
-        """SIGTERM every running node, wait for a clean exit, SIGKILL what does not exit."""
+        """SIGTERM every running node, wait for a clean exit, SIGKILL what does not exit.
+
+        All nodes are asked at once: a node stopped after the others would wait in vain for a
+        controller quorum to acknowledge its controlled shutdown."""
         reports = []
+        pids = {node.node_id: _running_pid(node) for node in self.nodes}
+        for pid in pids.values():
+            if pid is not None:
+                os.kill(pid, signal.SIGTERM)
         for node in reversed(self.nodes):
-            pid = _running_pid(node)
+            pid = pids[node.node_id]
             if pid is None:
                 reports.append(f"node {node.node_id}: not running")
                 continue
-            os.kill(pid, signal.SIGTERM)
             if _wait_exit(pid, timeout):
                 reports.append(f"node {node.node_id}: stopped cleanly (pid {pid})")
             else:
@@ -278,7 +342,7 @@ def ensure_port_free(port: int) -> None:
             ) from error
 
 
-def broker_answers(bootstrap: str, timeout: float = 3.0) -> bool:
+def broker_answers(bootstrap: str, timeout: float = 3.0, security: dict | None = None) -> bool:
     """True when a broker answers a metadata request (not merely accepts TCP)."""
     from kafka import KafkaAdminClient
     from kafka.errors import KafkaConfigurationError, KafkaError
@@ -288,7 +352,7 @@ def broker_answers(bootstrap: str, timeout: float = 3.0) -> bool:
     milliseconds = int(timeout * 1000)
     try:
         admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=milliseconds,
-                                 bootstrap_timeout_ms=milliseconds, client_id="govbus-probe")
+                                 bootstrap_timeout_ms=milliseconds, client_id="govbus-probe", **(security or {}))
     except KafkaConfigurationError:
         raise
     except (KafkaError, OSError):

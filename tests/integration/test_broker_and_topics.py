@@ -10,7 +10,7 @@ import pytest
 from kafka.admin import NewTopic
 
 from govbus import clients
-from govbus.broker.local import LocalCluster
+from govbus.broker.local import BrokerSecurity, LocalCluster
 from govbus.broker.provision import ProvisionedBroker, free_port
 from govbus.settings import Settings
 from govbus.topics import apply as topic_apply
@@ -74,7 +74,8 @@ def test_partition_increase_and_config_drift_are_applied(bus) -> None:
         comparisons = topic_apply.compare(admin, topic_apply.desired_topics(grown, bus.names, admin))
         drifted = {c.spec.name: c for c in comparisons if c.state == "drifted"}
         assert set(drifted) == {bus.names.ingest("credit", "development_reform"), bus.names.shared("credit"),
-                                bus.names.state("credit"), bus.names.dlq("credit"), bus.names.dlq("population")}
+                                bus.names.state("credit"), bus.names.dlq("credit"), bus.names.audit_heads("credit"),
+                                bus.names.dlq("population")}
         changes = topic_apply.apply(admin, comparisons)
         assert f"raised {bus.names.shared('credit')} to {library.partitions + 2} partitions" in changes
         assert any(line.startswith(f"altered {bus.names.dlq('population')}: retention.ms=-1") for line in changes)
@@ -86,11 +87,16 @@ def test_partition_increase_and_config_drift_are_applied(bus) -> None:
         admin.close()
 
 
+def _secured_cluster(home: Path) -> tuple[LocalCluster, str]:
+    password = "restart-test-admin-password"
+    return LocalCluster(home, ports=[(free_port(), free_port())], heap="384m", jar_cache=Settings().home,
+                        security=BrokerSecurity(password)), password
+
+
 def test_stop_then_start_keeps_topics_and_their_data(tmp_path: Path, broker: ProvisionedBroker) -> None:
-    cluster = LocalCluster(tmp_path, ports=[(free_port(), free_port())], heap="384m",
-                           jar_cache=Settings().home)
+    cluster, password = _secured_cluster(tmp_path)
     try:
-        settings = Settings(bootstrap_servers=cluster.start())
+        settings = Settings(bootstrap_servers=cluster.start(), sasl_password=password)
         admin = clients.admin(settings)
         admin.create_topics([NewTopic("kept", 2, 1)])
         admin.wait_for_topics(["kept"])
@@ -109,7 +115,7 @@ def test_stop_then_start_keeps_topics_and_their_data(tmp_path: Path, broker: Pro
 
 
 def test_a_second_start_is_refused_while_running(tmp_path: Path) -> None:
-    cluster = LocalCluster(tmp_path, ports=[(free_port(), free_port())], heap="384m", jar_cache=Settings().home)
+    cluster, _ = _secured_cluster(tmp_path)
     try:
         cluster.start()
         with pytest.raises(Exception, match="already running"):

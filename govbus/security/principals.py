@@ -1,0 +1,39 @@
+"""Principals on the broker: SCRAM credentials made, rotated and listed by the admin tooling."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from kafka import KafkaAdminClient
+from kafka.admin import UserScramCredentialUpsertion
+
+from govbus.errors import GovbusError
+from govbus.security import credentials
+from govbus.security.credentials import Credentials
+
+
+def ensure(admin: KafkaAdminClient, home: Path, username: str, *, rotate: bool = False) -> Credentials:
+    """The principal exists on the broker with the credentials stored under ``home``.
+
+    A stored password is reused (so running this twice changes nothing a client sees) unless
+    ``rotate`` asks for a new one; the broker stores only a salted SCRAM hash of it.
+    """
+    try:
+        login = credentials.generate(username) if rotate else credentials.load(home, username)
+    except GovbusError:
+        login = credentials.generate(username)
+    result = admin.alter_user_scram_credentials(
+        [UserScramCredentialUpsertion(username, credentials.MECHANISM, login.password, iterations=8192)])
+    problem = result.get(username) if isinstance(result, dict) else None
+    if problem:
+        raise GovbusError(f"the broker refused credentials for {username}: {problem}")
+    credentials.save(home, login)
+    return login
+
+
+def on_broker(admin: KafkaAdminClient) -> list[str]:
+    """The names of the principals that have SCRAM credentials on the broker."""
+    described = admin.describe_user_scram_credentials()
+    if isinstance(described, dict):
+        return sorted(described)
+    return sorted(getattr(entry, "user", str(entry)) for entry in described)

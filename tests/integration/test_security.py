@@ -1,0 +1,118 @@
+"""The broker itself refuses what the sharing rules forbid (SASL/SCRAM, derived ACLs, TLS)."""
+
+from __future__ import annotations
+
+import pytest
+from kafka.errors import KafkaError, TopicAuthorizationFailedError
+
+from govbus import clients
+from govbus.processors import control
+from govbus.processors.subscriptions import SubscriptionRequest
+from govbus.producers.generate import generate
+from govbus.producers.publisher import Publisher
+
+from kafka_helpers import wait_for
+
+
+@pytest.fixture
+def secured_bus(bus):
+    assert bus.secured, "the tests run against a secured broker by default"
+    bus.apply_catalog()
+    return bus
+
+
+def _read(settings, topic: str) -> list:
+    """Read as a department would: a consumer group under its own prefix (which it may use).
+
+    kafka-python's consumer only logs the broker's refusal of an unauthorized topic (the Java
+    client raises), so ask the broker for the topic's metadata first, as that principal, and
+    raise what it answers: error 29, TOPIC_AUTHORIZATION_FAILED."""
+    admin = clients.admin(settings)
+    try:
+        (described,) = admin.describe_topics([topic])
+    finally:
+        admin.close()
+    if described["error_code"] == TopicAuthorizationFailedError.errno:
+        raise TopicAuthorizationFailedError(topic)
+    group = f"{settings.topic_prefix}{settings.sasl_username}.probe"
+    consumer = clients.consumer(settings, topic, group_id=group, consumer_timeout_ms=5000)
+    try:
+        messages = []
+        for _ in range(4):
+            messages += [message for records in consumer.poll(timeout_ms=1500).values() for message in records]
+        return messages
+    finally:
+        consumer.close()
+
+
+def _write(settings, topic: str) -> None:
+    producer = clients.producer(settings, max_block_ms=10000)
+    try:
+        producer.send(topic, key=b"k", value=b"forged").get(timeout=15)
+    finally:
+        producer.close()
+
+
+def _refused(action, *arguments) -> KafkaError:
+    with pytest.raises(KafkaError) as refusal:
+        action(*arguments)
+    return refusal.value
+
+
+def test_departments_are_refused_everything_the_rules_forbid(secured_bus, start_processors) -> None:
+    bus = secured_bus
+    start_processors("gate", "router")
+    hr = control.request(bus.settings, SubscriptionRequest(department="hr_social_security", library="population",
+                                                           fields=("citizen_id", "name"), purpose="data_verification"))
+    control.request(bus.settings, SubscriptionRequest(department="tax", library="population",
+                                                      fields=("citizen_id", "name"), purpose="data_verification"))
+    with Publisher(bus.as_principal("public_security"), "public_security", "population", names=bus.names) as publisher:
+        for record in generate("population", 3, seed=81, department="public_security"):
+            assert publisher.publish(record).accepted
+    wait_for(bus.settings, bus.names.deliver("hr_social_security", "population"), 3, timeout=90)
+
+    hr_login, tax_login = bus.as_principal("hr_social_security"), bus.as_principal("tax")
+    assert len(_read(hr_login, bus.names.deliver("hr_social_security", "population"))) == 3, "its own deliveries"
+    refusals = [
+        _refused(_read, tax_login, bus.names.deliver("hr_social_security", "population")),
+        _refused(_read, hr_login, bus.names.shared("population")),
+        _refused(_read, hr_login, bus.names.state("population")),
+        _refused(_read, hr_login, bus.names.ingest("population", "public_security")),
+        _refused(_write, hr_login, bus.names.shared("population")),
+        _refused(_write, tax_login, bus.names.deliver("hr_social_security", "population")),
+        _refused(_write, hr_login, bus.names.deliver("hr_social_security", "population")),
+        _refused(_write, bus.as_principal("civil_affairs"), bus.names.ingest("population", "public_security")),
+    ]
+    assert all(isinstance(refusal, TopicAuthorizationFailedError) for refusal in refusals), refusals
+
+    control.revoke(bus.settings, hr.id, "hr_social_security", "finished")
+    assert isinstance(_refused(_read, hr_login, bus.names.deliver("hr_social_security", "population")),
+                      TopicAuthorizationFailedError), "after a revocation the broker refuses the read"
+
+
+def test_a_wrong_password_is_refused(secured_bus) -> None:
+    wrong = secured_bus.as_principal("tax").model_copy(update={"sasl_password": "not-the-password"})
+    with pytest.raises(KafkaError):
+        admin = clients.admin(wrong)
+        admin.close()
+
+
+def test_a_client_that_does_not_trust_the_ca_cannot_connect_over_tls(tmp_path, catalog) -> None:
+    from govbus.broker.provision import local_broker
+    from govbus.security import certs
+    from govbus.settings import Settings
+
+    certs.create(tmp_path / "tls", ["127.0.0.1", "localhost"])
+    certs.create(tmp_path / "other-ca", ["127.0.0.1"])
+    broker = local_broker(Settings(), heap="384m", tls_directory=tmp_path / "tls")
+    try:
+        trusted = broker.admin_settings()
+        assert trusted.security_protocol == "SASL_SSL"
+        admin = clients.admin(trusted)
+        assert admin.describe_cluster()["brokers"], "a client with the deployment's CA connects"
+        admin.close()
+        stranger = trusted.model_copy(update={"ssl_cafile": tmp_path / "other-ca" / "ca.pem"})
+        with pytest.raises(KafkaError):
+            clients.admin(stranger.model_copy(update={"client_id": "stranger"})).close()
+    finally:
+        broker.close()
