@@ -21,7 +21,7 @@ class _Group(click.Group):
 
 
 @click.group(cls=_Group)
-@click.option("-v", "--verbose", is_flag=True, help="Log at debug level.")
+@click.option("-v", "--verbose", is_flag=True, help="Log at debug level, the Kafka client's retries included.")
 def main(verbose: bool) -> None:
     """govbus: the event-driven exchange bus for government data sharing.
 
@@ -30,10 +30,14 @@ def main(verbose: bool) -> None:
     """
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not verbose:  # the Kafka client logs transient retries as errors; our messages say what failed
+        logging.getLogger("kafka").setLevel(logging.CRITICAL)
 
 
 def _register() -> None:
+    from govbus.bench.commands import bench
     from govbus.broker.commands import broker
+    from govbus.consumers.commands import objections, subscribe
     from govbus.demo import demo
     from govbus.processors.assess_command import assess
     from govbus.processors.commands import dlq, processors
@@ -43,7 +47,7 @@ def _register() -> None:
     from govbus.security.commands import certs, departments
     from govbus.topics.commands import acl, topics
 
-    for command in (broker, topics, acl, departments, certs, schemas, generate, publish, processors, dlq, subscriptions, audit_group, assess, demo):
+    for command in (broker, topics, acl, departments, certs, schemas, generate, publish, processors, dlq, subscriptions, audit_group, subscribe, objections, assess, demo, bench):
         main.add_command(command)
 
 

@@ -16,7 +16,9 @@ from dataclasses import dataclass
 import faust
 from faust.web import Request, Response, View
 
+from govbus.processors import metrics
 from govbus.processors.app import make_app, names
+from govbus.processors.freshness import register_freshness
 from govbus.processors.gate import GateLogic
 from govbus.schemas.codec import default_codec
 from govbus.settings import Settings
@@ -60,6 +62,7 @@ def _gate_agent(app: faust.App, logic: GateLogic, table: faust.Table) -> Callabl
             message = event.message
             step = logic.handle(message.topic, message.partition, message.offset, event.key,
                                 event.value, _headers(message.headers), table.get(event.key))
+            _count("gate", logic.library, step.outputs, logic.names)
             if step.golden is not None:
                 table[event.key] = step.golden
             for output in step.outputs:
@@ -142,6 +145,7 @@ def _router_agent(logic, heads: faust.Table, book, send) -> Callable:
             outputs, new_head = logic.route(event.value, _headers(message.headers), message.partition,
                                             message.offset, int(message.timestamp * 1000),
                                             head.decode() if head else _genesis())
+            _count("router", logic.library, outputs, logic.names)
             if outputs:
                 heads[chain_id] = new_head.encode()
             for output in outputs:
@@ -149,6 +153,21 @@ def _router_agent(logic, heads: faust.Table, book, send) -> Callable:
 
     route.__name__ = f"route_{logic.library}"
     return route
+
+
+def _count(processor: str, library: str, outputs: list, topic_names) -> None:
+    """The Prometheus counters of one input event and what it produced."""
+    metrics.events_in.labels(processor, library).inc()
+    for output in outputs:
+        kind, _, rest = topic_names.unprefixed(output.topic).partition(".")
+        metrics.events_out.labels(processor, library, kind).inc()
+        if kind == "dlq":
+            reason = dict(output.headers).get("govbus_dlq_reason", b"unknown").decode()
+            metrics.dead_letters.labels(processor, library, reason).inc()
+        elif kind == "control" and rest == "conflicts":
+            metrics.conflicts.labels(library).inc()
+        elif kind == "deliver":
+            metrics.deliveries.labels(library, rest.partition(".")[0]).inc()
 
 
 def _genesis() -> str:
@@ -168,7 +187,7 @@ def _sender(app: faust.App) -> Callable:
     return send
 
 
-PROCESSORS: dict[str, Registrar] = {"gate": register_gate, "router": register_router}
+PROCESSORS: dict[str, Registrar] = {"gate": register_gate, "router": register_router, "freshness": register_freshness}
 
 
 def build(settings: Settings, processors: Iterable[str]) -> faust.App:
@@ -179,6 +198,7 @@ def build(settings: Settings, processors: Iterable[str]) -> faust.App:
     catalog = load_catalog(settings.catalog_dir)
     app = make_app(settings, chosen)
     registered = {name: PROCESSORS[name](app, settings, catalog) for name in chosen}
+    metrics.mount(app)
     started = time.time()
 
     @app.page("/health")

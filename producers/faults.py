@@ -62,8 +62,8 @@ class FaultInjector:
                 faults.append(lambda record, n=name: record.__setitem__(n, "unknown"))
             if rule == "sha256_hex":
                 faults.append(lambda record, n=name: record.__setitem__(n, record[n][:-1]))
-            if op in self.required.get(name, ()):
-                faults.append(lambda record, n=name: record.pop(n))
+            if self.required.get(name):  # left out of a partial upsert is fine; cleared is not
+                faults.append(lambda record, n=name: record.__setitem__(n, None))
         if op != "DELETE":
             faults.append(lambda record: record.__setitem__("remark", "备注"))
             for name, other in self.ordered:

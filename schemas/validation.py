@@ -102,6 +102,11 @@ class LibraryValidator:
             for op in policy.required_on:
                 entry = (policy.authority, op)
                 self.required[entry] = self.required.get(entry, ()) + (policy.name,)
+        # A field required on some operation may be left out of a partial UPSERT, never cleared.
+        self.never_cleared: dict[str, tuple[str, ...]] = {}
+        for policy in schema.fields.values():
+            if policy.required_on:
+                self.never_cleared[policy.authority] = self.never_cleared.get(policy.authority, ()) + (policy.name,)
 
     @staticmethod
     def _field_check(policy: FieldPolicy) -> _FieldCheck:
@@ -235,6 +240,10 @@ class LibraryValidator:
             if data.get(name) is None:
                 found.append(Violation(name, None, "required",
                                        f"{name} is required on {op} from its authority {source}"))
+        for name in self.never_cleared.get(source, ()) if isinstance(source, str) else ():
+            if name in fields_set and data.get(name) is None and name not in required:
+                found.append(Violation(name, None, "required",
+                                       f"{name} may not be cleared by {source}: every record needs it"))
         for name, value in checked.items():
             other = self.fields[name].not_before
             if other and other in checked and value < checked[other]:

@@ -84,11 +84,19 @@ def test_entity_id_is_checked_by_the_key_rule_even_on_delete() -> None:
     assert rules_broken(event) == {("entity_id", "citizen_id")}
 
 
-def test_required_field_missing_from_the_authority_is_reported() -> None:
-    event = population_event()
+def test_required_field_missing_from_an_authority_snapshot_is_reported() -> None:
+    event = {**population_event(), "op": "SNAPSHOT"}
     del event["data"]["name"]
     event["fields_set"].remove("name")
     assert rules_broken(event) == {("name", "required")}
+
+
+def test_a_partial_upsert_may_leave_required_fields_out() -> None:
+    event = population_event()
+    for name in ("name", "sex", "date_of_birth"):
+        del event["data"][name]
+        event["fields_set"].remove(name)
+    assert rules_broken(event) == set()
 
 
 def test_required_field_set_to_null_by_the_authority_is_reported() -> None:

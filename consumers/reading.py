@@ -1,0 +1,34 @@
+"""Reading a whole topic (or some of its partitions) once, up to its end as it is now."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from kafka import TopicPartition
+
+from govbus import clients
+from govbus.errors import GovbusError
+from govbus.settings import Settings
+
+
+def read_topic(settings: Settings, topic: str, partitions: Iterable[int] | None = None) -> list[Any]:
+    """Every message now in `topic` (kafka-python ConsumerRecords), partition by partition in
+    offset order. A missing topic is an error that says how to make it."""
+    consumer = clients.consumer(settings)
+    try:
+        known = consumer.partitions_for_topic(topic)
+        if not known:
+            raise GovbusError(f"topic {topic} does not exist (or this principal may not see it); "
+                              "`govbus topics apply` makes the bus's topics")
+        assigned = [TopicPartition(topic, p) for p in sorted(known if partitions is None else partitions)]
+        consumer.assign(assigned)
+        consumer.seek_to_beginning()
+        ends = consumer.end_offsets(assigned)
+        by_partition: dict[int, list[Any]] = {tp.partition: [] for tp in assigned}
+        while any(consumer.position(tp) < ends[tp] for tp in assigned):
+            for tp, records in consumer.poll(timeout_ms=1000).items():
+                by_partition[tp.partition] += records
+        return [message for partition in sorted(by_partition) for message in by_partition[partition]]
+    finally:
+        consumer.close()

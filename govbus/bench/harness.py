@@ -1,0 +1,314 @@
+"""The bus as the bench runs it: a secured broker, the catalog's topics and ACLs, the four
+subscriptions, the gate and the router as worker processes, and one subscriber process per
+department — each process logged in as its own principal, exactly as in production.
+
+`Pipeline.start()` brings it all up and waits until it is ready; `publish` feeds it as the
+source system does (the publisher SDK); `wait_applied` waits until every subscriber has
+applied a number of changes; `freshness` joins publish and apply times by event id.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kafka import TopicPartition
+
+from govbus import clients
+from govbus.bench import follower
+from govbus.bench.measure import ProcessWatch
+from govbus.bench.subscriptions import FOUR, OWNER, requests
+from govbus.broker.provision import ProvisionedBroker, free_port, local_broker, provision
+from govbus.errors import GovbusError
+from govbus.processes import ProcessorProcess, settings_environment
+from govbus.settings import Settings
+from govbus.topics.catalog import load_catalog
+from govbus.topics.names import TopicNames
+
+BROKER_HEAP = "1g"
+
+
+class BenchError(GovbusError):
+    """The bench could not set something up or a run did not finish; the message says which."""
+
+
+def provision_broker(settings: Settings) -> ProvisionedBroker:
+    """The broker `GOVBUS_BOOTSTRAP_SERVERS` names, else a throw-away secured local one."""
+    if os.environ.get("GOVBUS_BOOTSTRAP_SERVERS"):
+        return provision(settings)
+    return local_broker(settings, heap=BROKER_HEAP)
+
+
+def make_principals(broker: ProvisionedBroker, settings: Settings, home: Path) -> dict[str, str]:
+    from govbus.security import credentials
+    from govbus.security import principals
+
+    admin = clients.admin(broker.admin_settings())
+    try:
+        names = [credentials.PROCESSORS, credentials.GOVERNANCE, *load_catalog(settings.catalog_dir).departments]
+        return {name: principals.ensure(admin, home, name).password for name in names}
+    finally:
+        admin.close()
+
+
+@dataclass
+class Follower:
+    department: str
+    process: subprocess.Popen
+    out: Path
+
+
+@dataclass
+class Pipeline:
+    """One bus under one topic prefix: gate, router and a subscriber per department."""
+
+    settings: Settings  # admin, with the pipeline's prefix
+    passwords: dict[str, str]
+    work: Path
+    departments: tuple[str, ...] = tuple(FOUR)
+    workers: dict[str, ProcessorProcess] = field(default_factory=dict)
+    followers: dict[str, Follower] = field(default_factory=dict)
+
+    @property
+    def names(self) -> TopicNames:
+        return TopicNames(self.settings.topic_prefix)
+
+    @property
+    def secured(self) -> bool:
+        return self.settings.security_protocol != "PLAINTEXT"
+
+    def as_principal(self, name: str) -> Settings:
+        if not self.secured:
+            return self.settings
+        return self.settings.model_copy(update={"sasl_username": name, "sasl_password": self.passwords[name]})
+
+    # -- bringing it up ------------------------------------------------------------------
+    def start(self) -> Pipeline:
+        self.work.mkdir(parents=True, exist_ok=True)
+        self.apply_catalog()
+        self.subscribe()
+        for name in ("gate", "router"):
+            self.start_worker(name)
+        self.wait_delivery_topics()
+        for department in self.departments:
+            self.start_follower(department)
+        self.wait_followers_ready()
+        return self
+
+    def apply_catalog(self) -> None:
+        from govbus.processors import control
+        from govbus.topics import acls
+        from govbus.topics import apply as topic_apply
+
+        catalog = load_catalog(self.settings.catalog_dir)
+        admin = clients.admin(self.settings)
+        try:
+            topic_apply.apply(admin, topic_apply.compare(admin, topic_apply.desired_topics(catalog, self.names, admin)))
+            if self.secured:
+                acls.reconcile(admin, catalog, self.names, control.read_all(self.settings).values())
+        finally:
+            admin.close()
+
+    def subscribe(self) -> None:
+        """The departments' requests through the one channel; the owner approves the rest."""
+        from govbus.processors import control
+
+        for request in requests(self.departments):
+            subscription = control.request(self.settings, request)
+            if subscription.state == "requested":
+                subscription = control.approve(self.settings, subscription.id, OWNER)
+            if subscription.state != "approved":
+                raise BenchError(f"the bench subscription of {request.department} was {subscription.state}: "
+                                 f"{subscription.decision.reason}")
+
+    def start_worker(self, name: str) -> None:
+        from govbus.security.credentials import PROCESSORS
+
+        settings = self.as_principal(PROCESSORS).model_copy(update={"processor_port": free_port()})
+        self.workers[name] = ProcessorProcess(settings, [name], self.work / f"{name}.log").start(timeout=180)
+
+    def wait_delivery_topics(self, timeout: float = 120.0) -> None:
+        """The router makes a delivery topic when it reads the approval; wait for all of them."""
+        wanted = {self.names.deliver(department, "population") for department in self.departments}
+        admin = clients.admin(self.settings)
+        try:
+            deadline = time.monotonic() + timeout
+            while not wanted <= set(admin.list_topics()):
+                if time.monotonic() > deadline:
+                    raise BenchError(f"the router made no delivery topics {sorted(wanted)} within {timeout:.0f} s; "
+                                     f"see {self.work / 'router.log'}")
+                time.sleep(0.5)
+        finally:
+            admin.close()
+
+    def start_follower(self, department: str) -> None:
+        out = self.work / "followers"
+        out.mkdir(parents=True, exist_ok=True)
+        store = f"sqlite:///{self.work / f'{department}.db'}"
+        log = open(self.work / f"follower-{department}.log", "ab")
+        process = subprocess.Popen(
+            [sys.executable, "-m", "govbus.bench.follower", "--department", department, "--store", store, "--out", str(out)],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env=settings_environment(self.as_principal(department)))
+        log.close()
+        self.followers[department] = Follower(department, process, out)
+
+    def wait_followers_ready(self, timeout: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout
+        for department, entry in self.followers.items():
+            while not follower.read_status(entry.out, department).get("ready"):
+                if entry.process.poll() is not None:
+                    raise BenchError(f"the {department} subscriber exited with {entry.process.returncode}; "
+                                     f"see {self.work / f'follower-{department}.log'}")
+                if time.monotonic() > deadline:
+                    raise BenchError(f"the {department} subscriber was not ready within {timeout:.0f} s")
+                time.sleep(0.2)
+
+    # -- running -----------------------------------------------------------------------
+    def publisher(self):
+        from govbus.bench.workload import LIBRARY, SOURCE, SOURCE_SYSTEM
+        from govbus.producers.publisher import Publisher
+
+        return Publisher(self.as_principal(SOURCE), SOURCE, LIBRARY, source_system=SOURCE_SYSTEM, names=self.names)
+
+    def watch(self) -> ProcessWatch:
+        watch = ProcessWatch()
+        watch.add("publisher (bench driver)")
+        for name, worker in self.workers.items():
+            watch.add(name, worker.process.pid)
+        for department, entry in self.followers.items():
+            watch.add(f"subscriber {department}", entry.process.pid)
+        return watch
+
+    def applied_counts(self) -> dict[str, int]:
+        return {d: follower.read_status(e.out, d).get("applied", 0) for d, e in self.followers.items()}
+
+    def wait_applied(self, counts: dict[str, int], timeout: float) -> bool:
+        """Until each subscriber has applied at least its count; False if time ran out."""
+        deadline = time.monotonic() + timeout
+        while True:
+            now = self.applied_counts()
+            if all(now.get(department, 0) >= count for department, count in counts.items()):
+                return True
+            for name, worker in self.workers.items():
+                if worker.process.poll() is not None:
+                    raise BenchError(f"the {name} worker died; see {worker.log_path}")
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
+
+    def applied(self) -> dict[str, dict[str, int]]:
+        """Per department: event id → applied at (ms)."""
+        return {department: follower.read_applied(entry.out, department) for department, entry in self.followers.items()}
+
+    def routed(self) -> dict[str, dict[str, int]]:
+        """Per department: event id → when the router wrote its delivery (ms)."""
+        return {department: follower.read_applied(entry.out, department, column=2)
+                for department, entry in self.followers.items()}
+
+    def accepted(self, event_ids: set[str]) -> dict[str, int]:
+        """event id → when the gate accepted it (ms), read back from ``shared.population``."""
+        from govbus.schemas.framing import ACCEPTED_AT, header_map
+
+        consumer = clients.consumer(self.settings)
+        found: dict[str, int] = {}
+        try:
+            topic = self.names.shared("population")
+            partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
+            consumer.assign(partitions)
+            consumer.seek_to_beginning()
+            ends = consumer.end_offsets(partitions)
+            while any(consumer.position(tp) < ends[tp] for tp in partitions):
+                for records in consumer.poll(timeout_ms=1000, max_records=5000).values():
+                    for record in records:
+                        headers = header_map(record.headers)
+                        event_id = headers.get("ce_id", b"").decode()
+                        if event_id in event_ids and ACCEPTED_AT in headers:
+                            found[event_id] = int(headers[ACCEPTED_AT])
+        finally:
+            consumer.close()
+        return found
+
+    def hops(self, published: dict[str, float]) -> dict[str, Any]:
+        """Where the time goes, per hop: publish → accepted by the gate → routed → applied."""
+        from govbus.bench.measure import percentiles
+
+        accepted, routed, applied = self.accepted(set(published)), self.routed(), self.applied()
+        gate = [accepted[e] / 1000 - published[e] for e in published if e in accepted]
+        router, subscriber = [], []
+        for department in applied:
+            for event_id in published:
+                if event_id in accepted and routed[department].get(event_id) and event_id in applied[department]:
+                    router.append(routed[department][event_id] / 1000 - accepted[event_id] / 1000)
+                    subscriber.append((applied[department][event_id] - routed[department][event_id]) / 1000)
+        return {"publish_to_accepted_s": percentiles(gate), "accepted_to_routed_s": percentiles(router),
+                "routed_to_applied_s": percentiles(subscriber)}
+
+    def stop(self) -> None:
+        for entry in self.followers.values():
+            if entry.process.poll() is None:
+                entry.process.terminate()
+        for entry in self.followers.values():
+            try:
+                entry.process.wait(30)
+            except subprocess.TimeoutExpired:
+                entry.process.kill()
+        for worker in self.workers.values():
+            worker.stop()
+
+
+def freshness(published: dict[str, float], applied: dict[str, dict[str, int]]) -> tuple[list[float], dict[str, Any]]:
+    """Seconds from the publish call to applied in a store, for every (event, department);
+    and how many published events each department has not applied."""
+    delays, missing = [], {}
+    for department, times in applied.items():
+        found = 0
+        for event_id, published_at in published.items():
+            applied_at = times.get(event_id)
+            if applied_at is not None:
+                delays.append(applied_at / 1000 - published_at)
+                found += 1
+        missing[department] = len(published) - found
+    return delays, missing
+
+
+def shared_pipeline(context: Any) -> Pipeline:
+    """The four-department pipeline, started once per run and shared by the scenarios that
+    measure the bus in steady state (end to end, offered load); stopped with the context."""
+    pipeline = context.shared.get("pipeline")
+    if pipeline is None:
+        context.echo("bringing up the bus: topics, ACLs, four subscriptions, gate, router, four subscribers …")
+        started = time.monotonic()
+        pipeline = Pipeline(context.admin_settings("bus"), context.passwords(), context.work / "bus")
+        context.shared["pipeline"] = pipeline
+        context.cleanups.append(pipeline.stop)
+        pipeline.start()
+        context.echo(f"bus ready in {time.monotonic() - started:.0f} s")
+    return pipeline
+
+
+def publish_all(pipeline: Pipeline, records: list[dict[str, Any]], rate: float | None = None) -> tuple[dict[str, float], float, float]:
+    """Publish through the SDK (at `rate` events/s, else as fast as it goes); return
+    event id → publish time (s since the epoch), the first publish time and the last ack time."""
+    published: dict[str, float] = {}
+    with pipeline.publisher() as publisher:
+        first = time.time()
+        for index, record in enumerate(records):
+            if rate:
+                delay = first + index / rate - time.time()
+                if delay > 0:
+                    time.sleep(delay)
+            moment = time.time()
+            result = publisher.publish(record)
+            if not result.accepted:
+                raise BenchError(f"the bench's own record was refused: {result.violations}")
+            published[result.event_id] = moment
+        report = publisher.flush()
+        if report.failures:
+            raise BenchError(f"{len(report.failures)} publishes failed, e.g. {report.failures[0]}")
+        return published, first, time.time()

@@ -1,0 +1,137 @@
+"""Measuring: percentiles of delays, CPU seconds and peak memory of the processes involved.
+
+Percentiles are nearest-rank over every measured value (the bench keeps them all; it is
+short). CPU and memory come from psutil: CPU seconds as the difference of the processes'
+user+system times over the measured window, peak memory as the kernel's high-water mark of
+the resident set (``VmHWM``) where Linux has it, else the largest RSS sampled.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+QUANTILES = (50, 95, 99)
+
+
+def percentiles(values: Iterable[float], quantiles: Iterable[int] = QUANTILES) -> dict[str, float | None]:
+    """{"p50": …, "p95": …, "p99": …, "max": …, "count": n} (nearest rank); None when empty."""
+    ordered = sorted(values)
+    found: dict[str, float | None] = {}
+    for quantile in quantiles:
+        found[f"p{quantile}"] = ordered[max(0, math.ceil(quantile / 100 * len(ordered)) - 1)] if ordered else None
+    found["max"] = ordered[-1] if ordered else None
+    found["mean"] = sum(ordered) / len(ordered) if ordered else None
+    found["count"] = len(ordered)
+    return found
+
+
+def rounded(value: Any, digits: int = 3) -> Any:
+    if isinstance(value, float):
+        return round(value, digits)
+    if isinstance(value, Mapping):
+        return {key: rounded(item, digits) for key, item in value.items()}
+    if isinstance(value, list):
+        return [rounded(item, digits) for item in value]
+    return value
+
+
+def peak_rss(process: psutil.Process) -> int | None:
+    """The process's peak resident set (bytes), from /proc/<pid>/status VmHWM."""
+    try:
+        for line in Path(f"/proc/{process.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+@dataclass
+class Watched:
+    name: str
+    process: psutil.Process
+    cpu_start: float = 0.0
+    cpu_end: float | None = None
+    rss_peak_sampled: int = 0
+    rss_peak: int | None = None
+
+    def cpu(self) -> float:
+        times = self.process.cpu_times()
+        return times.user + times.system
+
+    def sample(self) -> None:
+        try:
+            self.rss_peak_sampled = max(self.rss_peak_sampled, self.process.memory_info().rss)
+            self.rss_peak = peak_rss(self.process) or self.rss_peak
+        except psutil.Error:
+            pass
+
+
+@dataclass
+class ProcessWatch:
+    """CPU seconds and peak memory of named processes over a window (``start`` … ``stop``)."""
+
+    interval: float = 0.25
+    watched: dict[str, Watched] = field(default_factory=dict)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def add(self, name: str, pid: int | None = None) -> None:
+        self.watched[name] = Watched(name, psutil.Process(pid or os.getpid()))
+
+    def start(self) -> ProcessWatch:
+        for entry in self.watched.values():
+            entry.cpu_start = entry.cpu()
+            entry.sample()
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._sample, name="bench-process-watch", daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.interval):
+            for entry in self.watched.values():
+                entry.sample()
+
+    def stop(self) -> dict[str, dict[str, Any]]:
+        """Per process: CPU seconds in the window and peak RSS in MiB."""
+        self._stop.set()
+        if self._thread:
+            self._thread.join()
+        report = {}
+        for name, entry in self.watched.items():
+            try:
+                entry.sample()
+                entry.cpu_end = entry.cpu()
+            except psutil.Error:
+                entry.cpu_end = entry.cpu_start
+            peak = entry.rss_peak or entry.rss_peak_sampled
+            report[name] = {"cpu_seconds": round(entry.cpu_end - entry.cpu_start, 3),
+                            "peak_rss_mib": round(peak / 2**20, 1)}
+        return report
+
+
+def per_thousand(cpu: Mapping[str, Mapping[str, Any]], events: int) -> dict[str, float]:
+    """CPU seconds per 1000 events, per process and in total."""
+    shares = {name: round(entry["cpu_seconds"] * 1000 / events, 4) for name, entry in cpu.items()} if events else {}
+    shares["total"] = round(sum(shares.values()), 4)
+    return shares
+
+
+class Clock:
+    """Wall time since a start, for rates."""
+
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+
+    def seconds(self) -> float:
+        return time.perf_counter() - self.started

@@ -1,0 +1,149 @@
+"""The results of one bench run: a JSON file with everything, a Markdown table for people.
+
+Both start with the machine, the versions, the date and the parameters, and carry the
+ratios the issue asks for, computed from figures of the same run:
+- bus throughput / ceiling throughput (the Python client stack, and Kafka's own tool);
+- bus p99 freshness / polling p99 freshness, at the same offered rate, per polling interval.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+
+def ratios(results: dict[str, Any]) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    bus = results.get("end_to_end", {}).get("events_per_s")
+    ceiling = results.get("ceiling", {})
+    python = ceiling.get("python", {}).get("events_per_s")
+    java = ceiling.get("kafka_tool", {}).get("producer", {}).get("records_per_s")
+    if bus and python:
+        found["bus_over_python_ceiling"] = round(bus / python, 4)
+    if bus and java:
+        found["bus_over_kafka_tool_ceiling"] = round(bus / java, 4)
+    polling = results.get("polling", {})
+    rate = polling.get("rate")
+    offered = results.get("offered_load", {}).get("rates", {}).get(str(rate), {})
+    bus_p99 = (offered.get("freshness_s") or {}).get("p99")
+    for interval, entry in (polling.get("intervals") or {}).items():
+        poll_p99 = (entry.get("freshness_s") or {}).get("p99")
+        if bus_p99 and poll_p99:
+            found[f"bus_p99_over_polling_p99_T{interval}s"] = round(bus_p99 / poll_p99, 5)
+    return found
+
+
+def write(out: Path, document: dict[str, Any]) -> tuple[Path, Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    moment = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    cores = document["machine"]["cores"]
+    stem = f"{moment}-{cores}core-{document['parameters']['size']}"
+    json_path, markdown_path = out / f"{stem}.json", out / f"{stem}.md"
+    json_path.write_text(json.dumps(document, indent=2, ensure_ascii=False, default=str) + "\n")
+    markdown_path.write_text(markdown(document))
+    return json_path, markdown_path
+
+
+def _number(value: Any) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return str(value)
+        return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def _table(rows: list[tuple[str, Any]]) -> list[str]:
+    return ["| measure | value |", "|---|---|", *(f"| {name} | {_number(value)} |" for name, value in rows), ""]
+
+
+def _percentile_text(entry: dict[str, Any] | None) -> str:
+    if not entry or entry.get("p50") is None:
+        return "–"
+    return " / ".join(_number(entry.get(name)) for name in ("p50", "p95", "p99"))
+
+
+def markdown(document: dict[str, Any]) -> str:
+    machine, versions, results = document["machine"], document["versions"], document["results"]
+    lines = [f"# govbus bench — {document['date']}", "",
+             f"Machine: {machine['cores']} cores, {machine['memory_gib']} GiB, {machine['cpu_model']} "
+             f"({machine['system']}); load average at start {machine['load_average_at_start']}.", "",
+             "Versions: " + ", ".join(f"{name} {version}" for name, version in versions.items() if version), "",
+             f"Parameters: `{json.dumps(document['parameters'], ensure_ascii=False)}`", "",
+             "Other work ran on this machine at the same time: compare figures of one run with each other "
+             "(the ratios), not absolute figures across runs.", ""]
+    if document.get("ratios"):
+        lines += ["## Ratios", "", *_table(list(document["ratios"].items()))]
+    sections = {"hot_path": _hot_path, "ceiling": _ceiling, "end_to_end": _end_to_end,
+                "offered_load": _offered, "polling": _polling, "initial_load": _initial}
+    for name, entry in results.items():
+        lines += [f"## {name.replace('_', ' ')}", ""]
+        if "error" in entry:
+            lines += [f"Failed: {entry['error']}", ""]
+            continue
+        lines += sections[name](entry) if name in sections else ["```", json.dumps(entry, indent=1), "```", ""]
+    if document.get("before_after"):
+        lines += ["## Hot path before and after the optimisation", "", *_table(list(document["before_after"].items()))]
+    return "\n".join(lines)
+
+
+def _hot_path(entry: dict[str, Any]) -> list[str]:
+    return _table([("events", entry["events"]), ("gate µs per event", entry["gate_us_per_event"]),
+                   ("router µs per event (4 subscriptions)", entry["router_us_per_event"]),
+                   ("gate events/s (one core)", entry["gate_events_per_s"]),
+                   ("router events/s (one core)", entry["router_events_per_s"])])
+
+
+def _ceiling(entry: dict[str, Any]) -> list[str]:
+    tool, python = entry.get("kafka_tool", {}), entry.get("python", {})
+    return _table([("records", entry.get("records")), ("average record bytes", entry.get("record_bytes")),
+                   ("Kafka ProducerPerformance records/s", tool.get("producer", {}).get("records_per_s")),
+                   ("Kafka ProducerPerformance p99 latency ms", tool.get("producer", {}).get("p99_ms")),
+                   ("Kafka ConsumerPerformance records/s", tool.get("consumer", {}).get("records_per_s")),
+                   ("Python producer events/s", python.get("producer_events_per_s")),
+                   ("Python consumer events/s", python.get("consumer_events_per_s")),
+                   ("Python produce-then-consume events/s", python.get("events_per_s"))])
+
+
+def _end_to_end(entry: dict[str, Any]) -> list[str]:
+    rows = [("events", entry["events"]), ("departments", entry["departments"]),
+            ("events/s end to end", entry["events_per_s"]), ("deliveries applied/s", entry["deliveries_per_s"]),
+            ("publisher events/s", entry["publish_events_per_s"])]
+    rows += [(f"CPU s per 1000 events: {name}", value) for name, value in entry["cpu_seconds_per_1000_events"].items()]
+    rows += [(f"peak RSS MiB: {name}", value) for name, value in entry["peak_rss_mib"].items()]
+    return _table(rows)
+
+
+def _offered(entry: dict[str, Any]) -> list[str]:
+    lines = ["| offered events/s | achieved publish/s | kept up | freshness p50 / p95 / p99 s | CPU s per 1000 |",
+             "|---|---|---|---|---|"]
+    for rate, one in entry["rates"].items():
+        lines.append(f"| {rate} | {_number(one['achieved_publish_events_per_s'])} | {_number(one['kept_up'])} | "
+                     f"{_percentile_text(one['freshness_s'])} | {_number(one['cpu_seconds_per_1000_events']['total'])} |")
+    return lines + [""]
+
+
+def _polling(entry: dict[str, Any]) -> list[str]:
+    lines = [f"Central database: {entry['central']}; sources write {entry['rate']} events/s for {entry['seconds']} s; "
+             f"{entry['subscribers_per_interval']} subscribers per interval.", "",
+             "| poll every s | freshness p50 / p95 / p99 s | queries/s | rows returned/s | rows scanned/s | changes never seen |",
+             "|---|---|---|---|---|---|"]
+    for interval, one in entry["intervals"].items():
+        lines.append(f"| {interval} | {_percentile_text(one['freshness_s'])} | {_number(one['queries_per_s'])} | "
+                     f"{_number(one['rows_returned_per_s'])} | {_number(one.get('rows_scanned_per_s'))} | "
+                     f"{_number(one['changes_overwritten_unseen'])} |")
+    return lines + [""]
+
+
+def _initial(entry: dict[str, Any]) -> list[str]:
+    rows = [("records", entry["records"]), ("seconds", entry["seconds"]), ("records/s", entry["records_per_s"])]
+    rows += [(f"peak RSS MiB: {name}", value) for name, value in entry["peak_rss_mib"].items()]
+    return _table(rows)

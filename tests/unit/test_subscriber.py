@@ -1,0 +1,181 @@
+"""The subscriber's rules without a broker: message → delivery, replay, watermark, tables."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta, timezone
+from types import SimpleNamespace
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from kafka import TopicPartition
+
+from govbus.consumers.deliveries import ReplayError, parse_replay, table_columns, to_delivery
+from govbus.consumers.progress import Progress
+from govbus.consumers.stores import open_store
+from govbus.consumers.tables import Tables
+from govbus.schemas.codec import default_codec
+from govbus.schemas.framing import BACKFILL, MASKED, ROUTED_AT, SUBSCRIPTION
+from govbus.schemas.registry import default_registry
+
+T0 = datetime(2025, 3, 1, 8, 0, tzinfo=timezone.utc)
+CHINA = timezone(timedelta(hours=8))
+REGISTRY = default_registry()
+POPULATION_FIELDS = tuple(REGISTRY.policy("population"))
+
+
+def delivered(op: str = "UPSERT", sequence: int = 3, **data: object) -> dict:
+    """A delivery record as the router writes it: every data field present, unset ones null."""
+    return {"event_id": "e-1", "entity_id": "610102199001011234", "op": op, "fields_set": list(data),
+            "source_department": "public_security", "source_system": "s", "sequence": sequence,
+            "valid_from": None, "recorded_at": T0, "data": {**dict.fromkeys(POPULATION_FIELDS), **data}}
+
+
+def headers(routed: datetime = T0, backfill: bool = False) -> dict[str, bytes]:
+    return {ROUTED_AT: str(int(routed.timestamp() * 1000)).encode(), BACKFILL: b"true" if backfill else b"false",
+            SUBSCRIPTION: b"sub-9", MASKED: b"name"}
+
+
+# -- message → delivery ---------------------------------------------------------------
+def test_a_delivery_writes_only_the_fields_it_sets_at_the_bus_version() -> None:
+    delivery = to_delivery(delivered(sequence=7, name="李*", marital_status="married"), headers(backfill=True))
+    assert delivery["version"] == 7 and delivery["op"] == "UPSERT"
+    assert delivery["fields"] == ["name", "marital_status"]
+    assert delivery["data"] == {"name": "李*", "marital_status": "married"}, "unset fields must not clear columns"
+    assert delivery["delivered_at"] == T0 and delivery["backfill"] is True
+    assert (delivery["subscription"], delivery["masked"], delivery["event_id"]) == ("sub-9", ["name"], "e-1")
+
+
+def test_a_delivery_without_routing_stamp_is_dated_by_its_message_time() -> None:
+    delivery = to_delivery(delivered(name="x"), {}, message_time=T0 + timedelta(seconds=5))
+    assert delivery["delivered_at"] == T0 + timedelta(seconds=5) and delivery["backfill"] is False
+
+
+def test_a_delete_carries_no_fields() -> None:
+    delivery = to_delivery({**delivered(), "op": "DELETE", "fields_set": [], "data": None}, headers())
+    assert (delivery["op"], delivery["fields"], delivery["data"]) == ("DELETE", [], {})
+
+
+def test_a_reader_pinned_to_v1_drops_the_field_v2_added() -> None:
+    event = delivered(name="王五", residence_region="610113")
+    event["data"] = {name: event["data"].get(name) for name in REGISTRY.policy("population", 2)}
+    payload = default_codec().encode("population", event, version=2)
+    schema, record = default_codec().decode(payload, reader_version=1)
+    delivery = to_delivery(record, headers())
+    assert schema.version == 1 and delivery["fields"] == ["name"] and delivery["data"] == {"name": "王五"}
+
+
+@given(st.lists(st.sampled_from(POPULATION_FIELDS), unique=True))
+def test_data_and_fields_always_agree(fields: list[str]) -> None:
+    delivery = to_delivery(delivered(**{name: "v" for name in fields}), headers())
+    assert delivery["fields"] == fields and set(delivery["data"]) == set(fields)
+
+
+def test_table_columns_are_typed_and_leave_out_the_not_shared() -> None:
+    columns = table_columns(REGISTRY.latest("population"))
+    assert "biometric_digest" not in columns
+    assert (columns["date_of_birth"], columns["former_names"], columns["name"]) == ("date", "json", "text")
+
+
+# -- replay ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("text", ["beginning", "Beginning", "earliest"])
+def test_replay_from_the_beginning(text: str) -> None:
+    assert parse_replay(text).kind == "beginning"
+
+
+@pytest.mark.parametrize("value", ["42", 42, " 42 "])
+def test_replay_from_an_offset(value: object) -> None:
+    replay = parse_replay(value)
+    assert (replay.kind, replay.offset) == ("offset", 42)
+
+
+def test_replay_from_a_time_with_and_without_offset() -> None:
+    assert parse_replay("2025-03-01T08:00:00Z").at == T0
+    assert parse_replay("2025-03-01T16:00:00").at == T0, "no offset means China Standard Time"
+    assert parse_replay("2025-03-01").at == datetime(2025, 3, 1, tzinfo=CHINA)
+
+
+def test_no_replay_resumes_from_the_store() -> None:
+    assert parse_replay(None) is None
+
+
+@pytest.mark.parametrize("value", ["yesterday", "-3", -3, "12:00 tomorrow", True])
+def test_a_meaningless_replay_is_refused_saying_what_is_accepted(value: object) -> None:
+    with pytest.raises(ReplayError, match="beginning"):
+        parse_replay(value)
+
+
+# -- progress: lag and the "current as of" watermark -----------------------------------------
+A, B = TopicPartition("deliver.health.population", 0), TopicPartition("deliver.health.population", 1)
+
+
+def progress() -> Progress:
+    tracked = Progress({A.topic: "population"})
+    tracked.start(A, 0)
+    tracked.start(B, 0)
+    return tracked
+
+
+def test_watermark_is_unknown_until_every_partition_is_accounted_for() -> None:
+    tracked = progress()
+    tracked.applied(A, 5, T0)
+    assert tracked.complete_through("population") is None
+
+
+def test_watermark_is_the_earliest_partition_time() -> None:
+    tracked = progress()
+    tracked.applied(A, 5, T0 + timedelta(seconds=30))
+    tracked.applied(B, 3, T0 + timedelta(seconds=10))
+    assert tracked.complete_through("population") == T0 + timedelta(seconds=10)
+
+
+def test_a_caught_up_partition_is_complete_through_when_its_end_was_read() -> None:
+    tracked = progress()
+    tracked.applied(A, 5, T0)
+    tracked.applied(B, 3, T0)
+    tracked.saw_ends({A: 5, B: 9}, T0 + timedelta(minutes=2))
+    assert tracked.complete_through("population") == T0, "B is behind: its last delivery is the limit"
+    assert tracked.lag("population") == 6
+    tracked.applied(B, 9, T0 + timedelta(seconds=1))
+    tracked.saw_ends({A: 5, B: 9}, T0 + timedelta(minutes=3))
+    assert tracked.complete_through("population") == T0 + timedelta(minutes=3) and tracked.lag("population") == 0
+
+
+def test_an_empty_partition_counts_as_complete_once_its_end_is_seen() -> None:
+    tracked = progress()
+    tracked.saw_ends({A: 0, B: 0}, T0)
+    assert tracked.complete_through("population") == T0 and tracked.caught_up()
+
+
+# -- tables: typed columns that follow the schema; one bad value does not block a batch ----
+def message(offset: int) -> SimpleNamespace:
+    return SimpleNamespace(topic=A.topic, partition=0, offset=offset, key=b"k", value=b"v", headers=[])
+
+
+def store_delivery(entity_id: str, version: int, **data: object) -> dict:
+    return {"entity_id": entity_id, "version": version, "op": "UPSERT", "data": data, "fields": list(data),
+            "valid_from": None, "recorded_at": T0, "delivered_at": T0, "backfill": False}
+
+
+def test_a_field_of_a_newer_schema_gets_its_column_instead_of_failing() -> None:
+    with open_store("sqlite:///:memory:") as store:
+        tables = Tables(store, REGISTRY)
+        tables.prepare("population", REGISTRY.get("population", 1))
+        tables.apply("population", [(message(0), store_delivery("a", 1, residence_region="610113"))],
+                     {(A.topic, 0): 1}, None, lambda *_: pytest.fail("nothing to reject"))
+        assert store.get("population", "a")["residence_region"] == "610113"
+
+
+def test_a_value_the_store_refuses_is_rejected_and_the_rest_applied() -> None:
+    rejected = []
+    with open_store("sqlite:///:memory:") as store:
+        tables = Tables(store, REGISTRY)
+        tables.prepare("population", REGISTRY.latest("population"))
+        batch = [(message(0), store_delivery("a", 1, name="甲")),
+                 (message(1), store_delivery("b", 1, date_of_birth="not a date")),
+                 (message(2), store_delivery("c", 1, date_of_birth=date(1990, 1, 2)))]
+        result = tables.apply("population", batch, {(A.topic, 0): 3}, T0, lambda m, why: rejected.append((m.offset, why)))
+        assert (result.upserted, [offset for offset, _ in rejected]) == (2, [1])
+        assert "date_of_birth" in rejected[0][1]
+        assert [row["entity_id"] for row in store.rows("population")] == ["a", "c"]
+        assert store.positions() == {(A.topic, 0): 3} and store.watermark("population") == T0
