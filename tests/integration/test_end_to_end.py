@@ -1,0 +1,76 @@
+"""Publish → gate → router → subscriber: each store equals the projection of the golden records."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+import pg
+from govbus.consumers.subscriber import Subscriber
+from govbus.processors import control
+from govbus.processors.golden import GoldenFormat
+from govbus.processors.projection import Projector
+from govbus.processors.subscriptions import SubscriptionRequest
+from govbus.producers.generate import generate
+from govbus.producers.publisher import Publisher
+from govbus.schemas.registry import default_registry
+
+from kafka_helpers import golden_records
+
+FIELDS = ("citizen_id", "name", "sex", "date_of_birth", "household_region", "marital_status")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/health.db"
+    return pg.fresh_database(request.getfixturevalue("postgres_dsn"))
+
+
+def _expected(bus, subscription) -> dict[str, dict]:
+    """What the subscription's projection of every golden record says the store must hold."""
+    registry = default_registry()
+    golden_format = GoldenFormat(registry.policy("population"))
+    projector = Projector.for_subscription(subscription, registry, bus.settings.key_secret.encode())
+    expected = {}
+    for plain in golden_records(bus.settings, bus.names.state("population")).values():
+        golden = golden_format.load(plain)
+        data = dict.fromkeys(registry.policy("population"))
+        data.update(golden.values)
+        change = {"entity_id": golden.entity_id, "version": golden.version, "op": "SNAPSHOT", "backfill": True,
+                  "fields_set": sorted(golden.values), "data": data, "source_department": "x", "event_id": "e",
+                  "valid_from": None, "recorded_at": None}
+        delivered, _ = projector.project(change)
+        expected[delivered["entity_id"]] = {**{name: delivered["data"][name] for name in FIELDS}, "version": golden.version}
+    return expected
+
+
+def test_each_store_equals_the_projection_of_the_golden_records(bus, start_processors, store_url: str) -> None:
+    bus.apply_catalog()
+    start_processors("gate", "router")
+    subscription = control.request(bus.settings, SubscriptionRequest(
+        department="health", library="population", fields=FIELDS, purpose="administrative_basis"))
+    subscription = control.approve(bus.settings, subscription.id, "public_security")
+    people = list(generate("population", 60, seed=91, department="public_security"))
+    renamed = [{"citizen_id": p["citizen_id"], "sequence": 2, "name": p["name"] + "新"} for p in people[::3]]
+    marriages = [{"citizen_id": p["citizen_id"], "sequence": 1, "marital_status": "married"} for p in people[::2]]
+    for department, records in (("public_security", people + renamed), ("civil_affairs", marriages)):
+        with Publisher(bus.as_principal(department), department, "population", names=bus.names) as publisher:
+            assert all(publisher.publish(record).accepted for record in records)
+
+    deadline, expected, rows = time.monotonic() + 120, {}, {}
+    with Subscriber(bus.as_principal("health"), "health", ["population"], store_url) as subscriber:
+        while time.monotonic() < deadline:
+            subscriber.catch_up(timeout=5)
+            expected = _expected(bus, subscription)
+            rows = {row["entity_id"]: row for row in subscriber.store.rows("population")}
+            if len(expected) == 60 and all(rows.get(e, {}).get("version") == v["version"] for e, v in expected.items()):
+                break
+            time.sleep(1)
+    assert len(rows) == 60
+    for entity_id, want in expected.items():
+        got = rows[entity_id]
+        assert {name: got[name] for name in (*FIELDS, "version")} == want, entity_id
+    assert sum(1 for row in rows.values() if row["name"].endswith("新")) == 20
+    assert sum(1 for row in rows.values() if row["marital_status"] == "married") == 30
