@@ -29,7 +29,7 @@ from kafka.partitioner.default import murmur2
 
 from govbus import clients
 from govbus.consumers.objections import PSEUDONYM_PREFIX, Objection, ObjectionError
-from govbus.consumers.reading import read_topic
+from govbus.reading import read_topic
 from govbus.producers.publisher import Publisher
 from govbus.schemas.framing import entity_key
 from govbus.schemas.registry import FieldPolicy, default_registry

@@ -26,7 +26,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from govbus import clients
-from govbus.consumers.reading import read_topic
+from govbus.reading import read_topic
 from govbus.errors import GovbusError
 from govbus.schemas.registry import SchemaRegistry, default_registry
 from govbus.settings import Settings

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from kafka import TopicPartition
-
 from govbus import clients
+from govbus.errors import GovbusError
+from govbus.reading import read_topic
 from govbus.processors import subscriptions as rules
 from govbus.processors.subscriptions import Subscription, SubscriptionError, SubscriptionRequest
 from govbus.schemas.registry import default_registry
@@ -28,22 +28,11 @@ def topic(settings: Settings) -> str:
 
 def read_all(settings: Settings) -> dict[str, Subscription]:
     """Every subscription as the topic now says."""
-    consumer = clients.consumer(settings)
     try:
-        name = topic(settings)
-        partitions = [TopicPartition(name, p) for p in sorted(consumer.partitions_for_topic(name) or [])]
-        if not partitions:
-            raise SubscriptionError(f"{name} does not exist; run `govbus topics apply` first")
-        consumer.assign(partitions)
-        consumer.seek_to_beginning()
-        ends = consumer.end_offsets(partitions)
-        events: list[tuple[bytes, bytes | None]] = []
-        while any(consumer.position(tp) < ends[tp] for tp in partitions):
-            for records in consumer.poll(timeout_ms=1000).values():
-                events += [(record.key, record.value) for record in records]
-        return rules.fold(events)
-    finally:
-        consumer.close()
+        messages = read_topic(settings, topic(settings))
+    except GovbusError as error:
+        raise SubscriptionError(str(error)) from None
+    return rules.fold((message.key, message.value) for message in messages)
 
 
 def write(settings: Settings, subscription: Subscription) -> Subscription:

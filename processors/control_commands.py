@@ -8,6 +8,7 @@ from datetime import datetime, timezone
 import click
 
 from govbus.processors import audit, control
+from govbus.reading import read_topic
 from govbus.processors.subscriptions import SubscriptionRequest, describe
 from govbus.settings import get_settings
 from govbus.topics.names import AUDIT, TopicNames
@@ -120,21 +121,4 @@ def query(department: str | None, entity_id: str | None, library: str | None) ->
 
 def read_audit(settings) -> list[bytes]:
     """Every sharing record, partition by partition in offset order (a chain lives in one partition)."""
-    from kafka import TopicPartition
-
-    from govbus import clients
-
-    consumer = clients.consumer(settings)
-    name = TopicNames(settings.topic_prefix).bus(AUDIT)
-    try:
-        partitions = [TopicPartition(name, p) for p in sorted(consumer.partitions_for_topic(name) or [])]
-        consumer.assign(partitions)
-        consumer.seek_to_beginning()
-        ends = consumer.end_offsets(partitions)
-        by_partition: dict[int, list[bytes]] = {tp.partition: [] for tp in partitions}
-        while any(consumer.position(tp) < ends[tp] for tp in partitions):
-            for tp, records in consumer.poll(timeout_ms=1000).items():
-                by_partition[tp.partition] += [record.value for record in records]
-    finally:
-        consumer.close()
-    return [value for partition in sorted(by_partition) for value in by_partition[partition]]
+    return [message.value for message in read_topic(settings, TopicNames(settings.topic_prefix).bus(AUDIT))]

@@ -15,6 +15,7 @@ topic and then a backfill of the current state (``Backfill``), marked as such.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import uuid
@@ -30,6 +31,7 @@ from govbus.processors import subscriptions as rules
 from govbus.processors.gate import Output
 from govbus.processors.golden import Golden, GoldenFormat
 from govbus.processors.projection import Projector
+from govbus.reading import read_topic
 from govbus.processors.subscriptions import Subscription
 from govbus.schemas.codec import Codec
 from govbus.schemas.framing import (BACKFILL, MASKED, PURPOSE, ROUTED_AT, SUBSCRIPTION, Headers, entity_key,
@@ -187,21 +189,8 @@ class Backfill:
         return outputs
 
     def _current_state(self) -> list[Golden]:
-        import json
-
-        consumer = clients.consumer(self.settings)
-        name = TopicNames(self.settings.topic_prefix).state(self.logic.library)
-        try:
-            partitions = [TopicPartition(name, p) for p in sorted(consumer.partitions_for_topic(name) or [])]
-            consumer.assign(partitions)
-            consumer.seek_to_beginning()
-            ends = consumer.end_offsets(partitions)
-            latest: dict[bytes, bytes | None] = {}
-            while any(consumer.position(tp) < ends[tp] for tp in partitions):
-                for records in consumer.poll(timeout_ms=1000).values():
-                    latest.update((r.key, r.value) for r in records)
-        finally:
-            consumer.close()
+        latest = {message.key: message.value for message in
+                  read_topic(self.settings, TopicNames(self.settings.topic_prefix).state(self.logic.library))}
         goldens = (self.golden_format.load(json.loads(value)) for value in latest.values() if value)
         return sorted((g for g in goldens if not g.deleted and g.values), key=lambda g: g.entity_id)
 
