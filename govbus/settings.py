@@ -6,6 +6,7 @@ container, a developer's shell and the test suite configure it the same way.
 
 from __future__ import annotations
 
+import importlib.util
 from functools import lru_cache
 from pathlib import Path
 
@@ -15,6 +16,12 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _packaged_catalog() -> Path:
+    """The catalog folder shipped with the code: topics/ of a checkout, govbus/topics of a wheel."""
+    spec = importlib.util.find_spec("govbus.topics")
+    return Path(spec.origin).parent if spec and spec.origin else PROJECT_ROOT / "topics"
 
 
 class Settings(BaseSettings):
@@ -32,12 +39,14 @@ class Settings(BaseSettings):
         description="Where govbus keeps the Kafka jar cache, the local broker's data and logs.",
     )
     catalog_dir: Path = Field(
-        PROJECT_ROOT / "topics", description="The folder holding the topic catalog's YAML files."
+        default_factory=_packaged_catalog, description="The folder holding the topic catalog's YAML files."
     )
     broker_heap: str = Field("512m", description="JVM heap of the local broker (-Xmx and -Xms).")
     broker_port: int = Field(9092, description="Client port of the local broker.")
     controller_port: int = Field(9093, description="KRaft controller port of the local broker.")
     client_id: str = Field("govbus", description="Client id prefix sent to the broker.")
+    processor_host: str = Field("127.0.0.1", description="Address a processor worker's /health and /metrics bind to "
+                                                         "(0.0.0.0 in a container, so that Prometheus can scrape it).")
     processor_port: int = Field(6066, description="Health and metrics port of a processor worker (127.0.0.1).")
     freshness_interval: float = Field(10.0, gt=0, description="Seconds between the freshness processor's reports to metrics.freshness.")
     topic_prefix: str = Field("", description="Namespace before every topic name (e.g. per environment).")

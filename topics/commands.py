@@ -17,13 +17,13 @@ def topics() -> None:
 
 
 @topics.command("apply")
-@click.option("--prefix", default="", help="Namespace every topic name (e.g. per environment).")
+@click.option("--prefix", default=None, help="Namespace every topic name (default: GOVBUS_TOPIC_PREFIX).")
 @click.option("--delete-unknown", is_flag=True, help="Also delete bus topics the catalog does not name.")
-def apply_command(prefix: str, delete_unknown: bool) -> None:
+def apply_command(prefix: str | None, delete_unknown: bool) -> None:
     """Create missing topics, raise partition counts, alter configs. Never deletes unless asked."""
     settings = get_settings()
     catalog = load_catalog(settings.catalog_dir)
-    names = TopicNames(prefix)
+    names = TopicNames(settings.topic_prefix if prefix is None else prefix)
     admin = clients.admin(settings)
     try:
         specs = topic_apply.desired_topics(catalog, names, admin)
@@ -43,10 +43,11 @@ def apply_command(prefix: str, delete_unknown: bool) -> None:
 
 
 @topics.command("list")
-@click.option("--prefix", default="")
-def list_command(prefix: str) -> None:
+@click.option("--prefix", default=None, help="Topic prefix (default: GOVBUS_TOPIC_PREFIX).")
+def list_command(prefix: str | None) -> None:
     """Show each catalog topic as missing, drifted or in sync."""
     settings = get_settings()
+    prefix = settings.topic_prefix if prefix is None else prefix
     catalog = load_catalog(settings.catalog_dir)
     admin = clients.admin(settings)
     try:

@@ -119,7 +119,15 @@ def _end_to_end(entry: dict[str, Any]) -> list[str]:
             ("publisher events/s", entry["publish_events_per_s"])]
     rows += [(f"CPU s per 1000 events: {name}", value) for name, value in entry["cpu_seconds_per_1000_events"].items()]
     rows += [(f"peak RSS MiB: {name}", value) for name, value in entry["peak_rss_mib"].items()]
-    return _table(rows)
+    return _table(rows) + _hops(entry.get("hops"))
+
+
+def _hops(hops: dict[str, Any] | None) -> list[str]:
+    """Where the time goes: p50 / p95 / p99 per hop."""
+    if not hops:
+        return []
+    return ["| hop | p50 / p95 / p99 s |", "|---|---|",
+            *(f"| {name.removesuffix('_s').replace('_', ' ')} | {_percentile_text(value)} |" for name, value in hops.items()), ""]
 
 
 def _offered(entry: dict[str, Any]) -> list[str]:
@@ -128,7 +136,10 @@ def _offered(entry: dict[str, Any]) -> list[str]:
     for rate, one in entry["rates"].items():
         lines.append(f"| {rate} | {_number(one['achieved_publish_events_per_s'])} | {_number(one['kept_up'])} | "
                      f"{_percentile_text(one['freshness_s'])} | {_number(one['cpu_seconds_per_1000_events']['total'])} |")
-    return lines + [""]
+    lines.append("")
+    for rate, one in entry["rates"].items():
+        lines += [f"Hops at {rate} events/s:", "", *_hops(one.get("hops"))]
+    return lines
 
 
 def _polling(entry: dict[str, Any]) -> list[str]:

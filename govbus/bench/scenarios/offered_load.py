@@ -49,4 +49,7 @@ def run(context: Context) -> dict[str, Any]:
             "peak_rss_mib": {name: entry["peak_rss_mib"] for name, entry in processes.items()},
         })
         context.echo(f"  offered {rate}/s: p99 {results[str(rate)]['freshness_s']['p99']} s, kept up: {kept_up}")
+    # The last scenario on this bus: a rate it could not sustain leaves a backlog that would
+    # take the CPU from the scenarios after it, so the bus is stopped now.
+    context.shared.pop("pipeline").stop()
     return {"rates": results}

@@ -1,0 +1,208 @@
+"""Failover on a real three-node cluster: a broker dies, a gate instance dies; nothing is lost
+and nothing is applied twice.
+
+Each test starts its own three KRaft nodes (Maven Central's jars, loopback ports, a temporary
+folder) and stops them whatever happens. Changes are small civil-affairs updates of marital
+status: each entity gets ROUNDS successive values, published round by round, so that a change
+lost leaves an old value or a low version, and a change applied twice a version too high.
+The golden records in `state.population` must end with version ROUNDS and the last value.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+from kafka.admin import ConfigResource, ConfigResourceType
+
+from govbus import clients
+from govbus.broker.provision import ProvisionedBroker, free_port, local_broker
+from govbus.processes import ProcessorProcess
+from govbus.producers.generate import generate
+from govbus.producers.publisher import Publisher
+from govbus.schemas.rules import MARITAL_STATUSES
+from govbus.settings import PROJECT_ROOT, Settings
+from govbus.topics import apply as topic_apply
+from govbus.topics.catalog import Catalog, load_catalog
+from govbus.topics.names import TopicNames
+
+from kafka_helpers import golden_records, golden_values
+
+LIBRARY, DEPARTMENT = "population", "civil_affairs"
+ROUNDS = 5
+
+
+@dataclass
+class Cluster:
+    broker: ProvisionedBroker
+    settings: Settings
+    names: TopicNames
+    catalog: Catalog
+    home: Path
+
+    def gate(self, name: str) -> ProcessorProcess:
+        settings = self.settings.model_copy(update={"processor_port": free_port()})
+        return ProcessorProcess(settings, ["gate"], self.home / f"{name}.log")
+
+    def topics(self) -> list[str]:
+        return [self.names.ingest(LIBRARY, department) for department in self.catalog.library(LIBRARY).sources]
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    """Three nodes with the catalog applied: replication 3 and min.insync.replicas 2."""
+    provisioned = local_broker(Settings(), nodes=3, heap="384m")
+    try:
+        prefix = f"c{uuid.uuid4().hex[:8]}."
+        settings = provisioned.admin_settings(topic_prefix=prefix, home=tmp_path / "govbus-home",
+                                              client_id=f"govbus-cluster-{uuid.uuid4().hex[:6]}")
+        names = TopicNames(prefix)
+        catalog = load_catalog(PROJECT_ROOT / "topics")
+        admin = clients.admin(settings)
+        try:
+            topic_apply.apply(admin, topic_apply.compare(admin, topic_apply.desired_topics(catalog, names, admin)))
+        finally:
+            admin.close()
+        yield Cluster(provisioned, settings, names, catalog, tmp_path)
+    finally:
+        provisioned.close()
+
+
+# -- the changes ----------------------------------------------------------------------------------
+def change_rounds(entities: int, seed: int) -> list[list[dict]]:
+    """ROUNDS lists of one change per entity; round k carries sequence k and a new status."""
+    people = list(generate(LIBRARY, entities, seed=seed, department=DEPARTMENT))
+    return [[_change(person, sequence) for person in people] for sequence in range(1, ROUNDS + 1)]
+
+
+def _change(person: dict, sequence: int) -> dict:
+    first = MARITAL_STATUSES.index(person["marital_status"])
+    recorded = datetime.fromisoformat(person["recorded_at"]) + timedelta(minutes=sequence)
+    return {**person, "sequence": sequence, "recorded_at": recorded.isoformat(),
+            "marital_status": MARITAL_STATUSES[(first + sequence - 1) % len(MARITAL_STATUSES)]}
+
+
+def publish_rounds(publisher: Publisher, rounds: list[list[dict]], between: Callable[[int], None]) -> None:
+    for number, changes in enumerate(rounds, start=1):
+        results = [publisher.publish(change) for change in changes]
+        rejected = [result.violations for result in results if not result.accepted]
+        assert not rejected, rejected[:3]
+        between(number)
+
+
+# -- waiting and checking -------------------------------------------------------------------------
+def eventually(check: Callable[[], object], timeout: float, what: str, pause: float = 2.0) -> object:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result or time.monotonic() > deadline:
+            assert result, f"{what}: not within {timeout:.0f} s"
+            return result
+        time.sleep(pause)
+
+
+def state_mismatches(cluster: Cluster, last_round: list[dict]) -> list[str]:
+    """What differs between the golden records and the last value published per entity."""
+    golden = golden_records(cluster.settings, cluster.names.state(LIBRARY))
+    problems = []
+    for change in last_round:
+        record = golden.get(change["citizen_id"])
+        if record is None:
+            problems.append(f"{change['citizen_id']}: no golden record")
+        elif record["version"] != ROUNDS or golden_values(record)["marital_status"] != change["marital_status"]:
+            problems.append(f"{change['citizen_id']}: version {record['version']}, "
+                            f"{golden_values(record)['marital_status']} instead of {change['marital_status']}")
+    return problems + ([f"{len(golden)} golden records for {len(last_round)} entities"] if len(golden) != len(last_round) else [])
+
+
+def assert_state_is(cluster: Cluster, last_round: list[dict], timeout: float = 900) -> None:
+    """Wait for the golden records to show every change once; a change applied twice would
+    push a version past ROUNDS and never match, so waiting longer cannot hide it."""
+    problems: list[str] = []
+
+    def matches() -> bool:
+        problems[:] = state_mismatches(cluster, last_round)
+        return not problems
+
+    try:
+        eventually(matches, timeout, "golden state as published", pause=10)
+    except AssertionError:
+        raise AssertionError(f"{len(problems)} differences, e.g. {problems[:5]}") from None
+
+
+def replicas_and_min_isr(settings: Settings, topic: str) -> tuple[set[int], str]:
+    admin = clients.admin(settings)
+    try:
+        (description,) = admin.describe_topics([topic])
+        replicas = {len(partition["replica_nodes"]) for partition in description["partitions"]}
+        configs = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
+        return replicas, configs["topic"][topic]["min.insync.replicas"]["value"]
+    finally:
+        admin.close()
+
+
+def live_brokers(settings: Settings) -> int:
+    """Brokers the controllers count as alive: a killed one stays listed, fenced."""
+    admin = clients.admin(settings)
+    try:
+        return sum(not broker.get("is_fenced") for broker in admin.describe_cluster()["brokers"])
+    finally:
+        admin.close()
+
+
+# -- the tests ------------------------------------------------------------------------------------
+def test_the_catalog_gets_three_replicas_and_min_insync_two_on_three_nodes(cluster: Cluster) -> None:
+    for topic in (cluster.names.ingest(LIBRARY, DEPARTMENT), cluster.names.state(LIBRARY), cluster.names.shared(LIBRARY)):
+        assert replicas_and_min_isr(cluster.settings, topic) == ({3}, "2"), topic
+
+
+def test_a_broker_killed_mid_stream_loses_no_change_and_applies_none_twice(cluster: Cluster) -> None:
+    rounds = change_rounds(10_000, seed=101)  # 50,000 changes
+    assert sum(map(len, rounds)) == 50_000
+
+    def kill_a_broker_halfway(number: int) -> None:
+        if number == ROUNDS // 2:
+            publisher.flush()
+            cluster.broker.cluster.kill(2)
+
+    with cluster.gate("gate") as gate, Publisher(cluster.settings, DEPARTMENT, LIBRARY, names=cluster.names) as publisher:
+        publish_rounds(publisher, rounds, kill_a_broker_halfway)
+        report = publisher.flush()
+        assert report.failures == [] and report.delivered == 50_000, "publishing goes on with two nodes"
+        assert_state_is(cluster, rounds[-1])
+        assert gate.health() is not None, "the gate survived the broker's loss"
+    eventually(lambda: live_brokers(cluster.settings) == 2, 120, "the killed broker fenced, two serving")
+
+
+def test_a_gate_instance_killed_mid_stream_is_replaced_by_the_other(cluster: Cluster) -> None:
+    rounds = change_rounds(3_000, seed=202)
+    first, second = cluster.gate("gate-1"), cluster.gate("gate-2")
+    try:
+        first.start()
+        second.start()
+        eventually(lambda: _share_population(first, second), 180, "both instances holding population partitions")
+
+        def kill_the_first_halfway(number: int) -> None:
+            if number == ROUNDS // 2:
+                first.kill()
+
+        with Publisher(cluster.settings, DEPARTMENT, LIBRARY, names=cluster.names) as publisher:
+            publish_rounds(publisher, rounds, kill_the_first_halfway)
+            assert publisher.flush().failures == []
+        assert_state_is(cluster, rounds[-1], timeout=420)
+        held = set(second.wait_ready(180)["assigned"])
+        partitions = cluster.catalog.library(LIBRARY).partitions
+        assert {f"{topic}[{p}]" for topic in cluster.topics() for p in range(partitions)} <= held, "the survivor took over"
+    finally:
+        first.kill()
+        second.stop()
+
+
+def _share_population(first: ProcessorProcess, second: ProcessorProcess) -> bool:
+    held = [{tp for tp in (worker.health() or {}).get("assigned", []) if ".population." in tp} for worker in (first, second)]
+    return all(held) and not (held[0] & held[1])
