@@ -35,8 +35,9 @@ def settings_environment(settings: Settings) -> dict[str, str]:
 class ProcessorProcess:
     """One ``govbus processors run`` worker."""
 
-    def __init__(self, settings: Settings, processors: list[str], log_path: Path) -> None:
+    def __init__(self, settings: Settings, processors: list[str], log_path: Path, loglevel: str = "warn") -> None:
         self.settings = settings
+        self.loglevel = loglevel
         self.processors = processors
         self.log_path = log_path
         self.process: subprocess.Popen[bytes] | None = None
@@ -49,7 +50,7 @@ class ProcessorProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "govbus.cli", "processors", "run", *self.processors, "--loglevel", "warn"],
+                [sys.executable, "-m", "govbus.cli", "processors", "run", *self.processors, "--loglevel", self.loglevel],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 env=settings_environment(self.settings))
         self.wait_ready(timeout)

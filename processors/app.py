@@ -34,7 +34,7 @@ def make_app(settings: Settings, processors: Iterable[str]) -> faust.App:
         topic_replication_factor=1,
         topic_allow_declare=False,
         topic_disable_leader=True,
-        table_standby_replicas=0,
+        table_standby_replicas=1,  # a second worker keeps a warm copy of the tables it may take over
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
         broker_commit_interval=1.0,

@@ -126,11 +126,11 @@ def start_processors(bus: Bus, tmp_path: Path) -> Iterator[Callable[..., Process
     """Start ``govbus processors run <names>`` workers for this test; all stopped after it."""
     started: list[ProcessorProcess] = []
 
-    def start(*names: str, port: int | None = None) -> ProcessorProcess:
+    def start(*names: str, port: int | None = None, loglevel: str = "warn") -> ProcessorProcess:
         from govbus.security.credentials import PROCESSORS
 
         settings = bus.as_principal(PROCESSORS).model_copy(update={"processor_port": port or free_port()})
-        worker = ProcessorProcess(settings, list(names), tmp_path / f"worker-{len(started)}.log")
+        worker = ProcessorProcess(settings, list(names), tmp_path / f"worker-{len(started)}.log", loglevel)
         started.append(worker)
         return worker.start()
 
