@@ -29,7 +29,7 @@ def make_app(settings: Settings, processors: Iterable[str]) -> faust.App:
     return faust.App(
         identifier,
         broker=[f"kafka://{server}" for server in settings.bootstrap_list],
-        store="memory://",  # tables are restored from their changelog (state.<library>) on start
+        store="memory://",  # processors keep their state in PartitionStores restored from compacted topics
         datadir=str(datadir),
         topic_replication_factor=1,
         topic_allow_declare=False,

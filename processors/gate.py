@@ -8,8 +8,9 @@ record. What comes out:
 - ``shared.<library>``: the authoritative change (the library's own Avro schema; ``sequence``
   is the bus's version of the entity, the full data image in ``data``, ``fields_set`` the
   fields that changed; headers say backfill, the source's sequence, and when it was accepted);
-- ``state.<library>``: the golden record, as the changelog of the gate's faust table, so the
-  compacted topic is both the gate's memory and the current view others can read;
+- ``state.<library>``: the golden record, in the partition of the event that changed it; the
+  compacted topic is both the gate's memory (``PartitionStore`` restores it on assignment)
+  and the current view others can read;
 - ``control.conflicts``: disagreements for the authoritative department to verify;
 - ``dlq.<library>``: everything rejected, untouched, with the reason.
 

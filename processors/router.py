@@ -6,7 +6,7 @@ masked where the schema asks, never a not-shared field). Each delivery goes to
 ``deliver.<department>.<library>`` with its subscription and purpose in the headers, and each
 writes a sharing record to ``audit.deliveries``, hash-chained per (library, partition): the
 router instance that owns a shared partition is the only writer of that chain, and keeps
-the chain's head in a faust table (changelog ``audit.heads.<library>``).
+the chain's head in ``audit.heads.<library>`` (a ``PartitionStore``, restored on assignment).
 
 Subscriptions are read by every instance from ``control.subscriptions`` (``SubscriptionBook``)
 so that a revocation stops deliveries at once everywhere. A new approval makes the delivery

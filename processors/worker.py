@@ -19,7 +19,8 @@ from faust.web import Request, Response, View
 from govbus.processors import metrics
 from govbus.processors.app import make_app, names
 from govbus.processors.freshness import register_freshness
-from govbus.processors.gate import GateLogic
+from govbus.processors.gate import GateLogic, Output
+from govbus.processors.partition_store import PartitionStore
 from govbus.schemas.codec import default_codec
 from govbus.settings import Settings
 from govbus.topics.catalog import Catalog, load_catalog
@@ -38,33 +39,50 @@ Registrar = Callable[[faust.App, Settings, Catalog], Registered]
 
 
 def register_gate(app: faust.App, settings: Settings, catalog: Catalog) -> Registered:
-    """One agent and one table per library; the table's changelog is ``state.<library>``."""
+    """One agent per library; its golden records kept in a ``PartitionStore`` of ``state.<library>``."""
     topic_names = names(settings)
     codec = default_codec()
     logics: list[GateLogic] = []
+    stores: dict[str, tuple[PartitionStore, frozenset[str]]] = {}
     for library in catalog.libraries.values():
         logic = GateLogic(library.library, catalog, codec, topic_names)
         logics.append(logic)
         raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
-        sources = app.topic(*(topic_names.ingest(library.library, d) for d in library.sources), **raw)
-        changelog = app.topic(topic_names.state(library.library), partitions=library.partitions, **raw)
-        table = app.Table(f"golden-{library.library}", default=None, partitions=library.partitions,
-                          key_type=bytes, value_type=bytes, changelog_topic=changelog)
-        app.agent(sources, name=f"gate-{library.library}")(_gate_agent(app, logic, table))
-    return Registered(lambda: {logic.library: dict(logic.counts) for logic in logics})
+        ingest = frozenset(topic_names.ingest(library.library, d) for d in library.sources)
+        sources = app.topic(*sorted(ingest), **raw)
+        store = PartitionStore(settings, topic_names.state(library.library))
+        stores[library.library] = (store, ingest)
+        app.agent(sources, name=f"gate-{library.library}")(_gate_agent(app, logic, store))
+
+    _restore_on_assignment(app, list(stores.values()))
+    return Registered(lambda: {logic.library: dict(logic.counts) for logic in logics},
+                      lambda: all(store.ready() for store, _ in stores.values()))
 
 
-def _gate_agent(app: faust.App, logic: GateLogic, table: faust.Table) -> Callable:
+def _restore_on_assignment(app: faust.App, stores: list[tuple[PartitionStore, frozenset[str]]]) -> None:
+    """On every rebalance, each store restores the partitions its input topics gained."""
+    import asyncio
+
+    @app.on_partitions_assigned.connect
+    async def restore(app: faust.App, assigned: set, **kwargs: object) -> None:
+        for store, inputs in stores:
+            partitions = {tp.partition for tp in assigned if tp.topic in inputs}
+            asyncio.ensure_future(store.assign(partitions))  # the agents wait per partition
+
+
+def _gate_agent(app: faust.App, logic: GateLogic, store: PartitionStore) -> Callable:
     send = _sender(app)
 
     async def gate(stream: faust.StreamT) -> None:
         async for event in stream.events():
             message = event.message
+            await store.wait(message.partition)
             step = logic.handle(message.topic, message.partition, message.offset, event.key,
-                                event.value, _headers(message.headers), table.get(event.key))
+                                event.value, _headers(message.headers), store.get(message.partition, event.key))
             _count("gate", logic.library, step.outputs, logic.names)
             if step.golden is not None:
-                table[event.key] = step.golden
+                store.put(message.partition, event.key, step.golden)
+                await send(Output(store.topic, event.key, step.golden, []), partition=message.partition)
             for output in step.outputs:
                 await send(output)
 
@@ -101,13 +119,14 @@ def register_router(app: faust.App, settings: Settings, catalog: Catalog) -> Reg
         # A daemon thread: it follows the topic for the worker's whole life and ends with it.
         threading.Thread(target=book.watch, args=(stop,), name="subscription-watcher", daemon=True).start()
 
+    heads_stores = []
     for library in catalog.libraries.values():
         logic = logics[library.library] = RouterLogic(library.library, settings, codec, book)
-        heads = app.Table(f"audit-heads-{library.library}", default=None, partitions=library.partitions,
-                          key_type=bytes, value_type=bytes,
-                          changelog_topic=app.topic(topic_names.audit_heads(library.library), partitions=library.partitions, **raw))
+        heads = PartitionStore(settings, topic_names.audit_heads(library.library))
+        heads_stores.append((heads, frozenset({topic_names.shared(library.library)})))
         source = app.topic(topic_names.shared(library.library), **raw)
         app.agent(source, name=f"router-{library.library}")(_router_agent(logic, heads, book, send))
+    _restore_on_assignment(app, heads_stores)
 
     backfills = {name: Backfill(logic, settings, GoldenFormat(codec.registry.policy(name))) for name, logic in logics.items()}
 
@@ -129,10 +148,10 @@ def register_router(app: faust.App, settings: Settings, catalog: Catalog) -> Reg
     app.agent(app.topic(topic_names.bus("control.subscriptions"), **raw), name="router-backfill")(backfill)
     return Registered(lambda: {"deliveries": {name: logic.deliveries for name, logic in logics.items()},
                                "subscriptions_active": sum(len(p) for p in book.by_library.values())},
-                      book.ready.is_set)
+                      lambda: book.ready.is_set() and all(store.ready() for store, _ in heads_stores))
 
 
-def _router_agent(logic, heads: faust.Table, book, send) -> Callable:
+def _router_agent(logic, heads: PartitionStore, book, send) -> Callable:
     import asyncio
 
     async def route(stream: faust.StreamT) -> None:
@@ -140,16 +159,18 @@ def _router_agent(logic, heads: faust.Table, book, send) -> Callable:
             while not book.ready.is_set():
                 await asyncio.sleep(0.1)
             message = event.message
+            await heads.wait(message.partition)
             chain_id = f"{logic.library}/{message.partition}".encode()
-            head = heads.get(chain_id)
+            head = heads.get(message.partition, chain_id)
             outputs, new_head = logic.route(event.value, _headers(message.headers), message.partition,
                                             message.offset, int(message.timestamp * 1000),
                                             head.decode() if head else _genesis())
             _count("router", logic.library, outputs, logic.names)
-            if outputs:
-                heads[chain_id] = new_head.encode()
             for output in outputs:
                 await send(output)
+            if outputs:
+                heads.put(message.partition, chain_id, new_head.encode())
+                await send(Output(heads.topic, chain_id, new_head.encode(), []), partition=message.partition)
 
     route.__name__ = f"route_{logic.library}"
     return route
@@ -179,10 +200,10 @@ def _genesis() -> str:
 def _sender(app: faust.App) -> Callable:
     topics: dict[str, faust.TopicT] = {}
 
-    async def send(output) -> None:
+    async def send(output, partition: int | None = None) -> None:
         if output.topic not in topics:
             topics[output.topic] = app.topic(output.topic, key_serializer="raw", value_serializer="raw")
-        await topics[output.topic].send(key=output.key, value=output.value, headers=output.headers)
+        await topics[output.topic].send(key=output.key, value=output.value, headers=output.headers, partition=partition)
 
     return send
 
