@@ -32,15 +32,18 @@ class PartitionStore:
         self.topic = topic
         self.records: dict[int, dict[bytes, bytes]] = {}
         self._ready: dict[int, asyncio.Event] = {}
+        self._assigning: asyncio.Lock | None = None  # made on the worker's loop, on first use
 
     def _event(self, partition: int) -> asyncio.Event:
         if partition not in self._ready:
             self._ready[partition] = asyncio.Event()
         return self._ready[partition]
 
-    async def wait(self, partition: int) -> None:
-        """Until the partition's records are restored (at once when they already are)."""
+    async def wait(self, partition: int) -> bool:
+        """Until the partition's records are restored (at once when they already are); False
+        when the partition was taken away meanwhile: its event belongs to the new owner."""
         await self._event(partition).wait()
+        return partition in self.records
 
     def ready(self) -> bool:
         return all(event.is_set() for event in self._ready.values())
@@ -52,12 +55,20 @@ class PartitionStore:
         self.records.setdefault(partition, {})[key] = value
 
     async def assign(self, partitions: Iterable[int]) -> None:
-        """Keep what is still ours, forget what is not, restore what is new."""
-        wanted = set(partitions)
+        """Keep what is still ours, forget what is not, restore what is new.
+
+        One assignment at a time: a restore finishing after a later one must not overwrite
+        records the agent has written since."""
+        if self._assigning is None:
+            self._assigning = asyncio.Lock()
+        async with self._assigning:
+            await self._assign(set(partitions))
+
+    async def _assign(self, wanted: set[int]) -> None:
         for partition in set(self.records) | set(self._ready):
             if partition not in wanted:
                 self.records.pop(partition, None)
-                self._ready.pop(partition, None)
+                self._ready.pop(partition, asyncio.Event()).set()  # wake waiters: not ours any more
         new = sorted(p for p in wanted if not self._event(p).is_set())
         if not new:
             return

@@ -76,7 +76,8 @@ def _gate_agent(app: faust.App, logic: GateLogic, store: PartitionStore) -> Call
     async def gate(stream: faust.StreamT) -> None:
         async for event in stream.events():
             message = event.message
-            await store.wait(message.partition)
+            if not await store.wait(message.partition):
+                continue  # the partition was revoked while it was being restored
             step = logic.handle(message.topic, message.partition, message.offset, event.key,
                                 event.value, _headers(message.headers), store.get(message.partition, event.key))
             _count("gate", logic.library, step.outputs, logic.names)
@@ -159,7 +160,8 @@ def _router_agent(logic, heads: PartitionStore, book, send) -> Callable:
             while not book.ready.is_set():
                 await asyncio.sleep(0.1)
             message = event.message
-            await heads.wait(message.partition)
+            if not await heads.wait(message.partition):
+                continue  # the partition was revoked while it was being restored
             chain_id = f"{logic.library}/{message.partition}".encode()
             head = heads.get(message.partition, chain_id)
             outputs, new_head = logic.route(event.value, _headers(message.headers), message.partition,
