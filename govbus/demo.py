@@ -30,7 +30,6 @@ from govbus.producers.generate import generate
 from govbus.producers.publisher import Publisher
 from govbus.security import credentials, principals
 from govbus.settings import Settings, get_settings
-from govbus.topics import acls
 from govbus.topics import apply as topic_apply
 from govbus.topics.catalog import load_catalog
 from govbus.topics.names import CONFLICTS, TopicNames
@@ -105,9 +104,7 @@ class Demo:
         self.published_at: dict[str, float] = {}
 
     def login(self, principal: str) -> Settings:
-        if self.settings.security_protocol == "PLAINTEXT":
-            return self.settings
-        return self.settings.model_copy(update={"sasl_username": principal, "sasl_password": self.passwords[principal]})
+        return self.settings.logged_in_as(principal, self.passwords.get(principal, ""))
 
     def run(self) -> None:
         self.set_up()
@@ -131,19 +128,17 @@ class Demo:
     # -- the steps ---------------------------------------------------------------------------
     def set_up(self) -> None:
         step(f"Applying the catalog, principals and ACLs (topic prefix {self.names.prefix!r})")
-        admin = clients.admin(self.settings)
-        try:
-            specs = topic_apply.desired_topics(self.catalog, self.names, admin)
-            changes = topic_apply.apply(admin, topic_apply.compare(admin, specs))
-            say(f"{len(specs)} topics for {len(self.catalog.libraries)} base libraries ({len(changes)} made now).")
-            if self.settings.security_protocol != "PLAINTEXT":
+        changes = topic_apply.apply_catalog(self.settings, self.catalog, self.names)
+        say(f"{len(self.catalog.topic_specs(self.names))} topics for {len(self.catalog.libraries)} base libraries "
+            f"({len(changes)} made now); ACLs derived from the catalog and the subscriptions.")
+        if self.settings.secured:
+            admin = clients.admin(self.settings)
+            try:
                 for name in [credentials.PROCESSORS, credentials.GOVERNANCE, *self.catalog.departments]:
                     self.passwords[name] = principals.ensure(admin, self.settings.home, name).password
-                added, _ = acls.reconcile(admin, self.catalog, self.names, [])
-                say(f"{len(self.passwords)} principals (credentials in {credentials.directory(self.settings.home)}); "
-                    f"{len(added)} ACLs derived from the catalog.")
-        finally:
-            admin.close()
+            finally:
+                admin.close()
+            say(f"{len(self.passwords)} principals; credentials in {credentials.directory(self.settings.home)}.")
 
     def subscribe(self) -> dict[tuple[str, str], str]:
         step("Departments apply for data through the one channel (统一申请)")

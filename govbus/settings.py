@@ -67,6 +67,16 @@ class Settings(BaseSettings):
                                                       "default <home>/tls/ca.pem.")
 
     @property
+    def secured(self) -> bool:
+        return self.security_protocol != "PLAINTEXT"
+
+    def logged_in_as(self, username: str, password: str) -> Settings:
+        """These settings for another principal (a department, the processors …)."""
+        if not self.secured:
+            return self
+        return self.model_copy(update={"sasl_username": username, "sasl_password": password})
+
+    @property
     def bootstrap_list(self) -> list[str]:
         return [server.strip() for server in self.bootstrap_servers.split(",") if server.strip()]
 

@@ -88,28 +88,15 @@ class Bus:
 
     @property
     def secured(self) -> bool:
-        return self.settings.security_protocol != "PLAINTEXT"
+        return self.settings.secured
 
     def as_principal(self, name: str) -> Settings:
         """These settings, logged in as another principal (a department, the processors …)."""
-        if not self.secured:
-            return self.settings
-        return self.settings.model_copy(update={"sasl_username": name, "sasl_password": self.passwords[name]})
+        return self.settings.logged_in_as(name, self.passwords.get(name, ""))
 
     def apply_catalog(self) -> list[str]:
         """Topics from the catalog, and (when secured) the ACLs derived from it."""
-        from govbus.processors import control
-        from govbus.topics import acls
-
-        admin = clients.admin(self.settings)
-        try:
-            specs = topic_apply.desired_topics(self.catalog, self.names, admin)
-            changes = topic_apply.apply(admin, topic_apply.compare(admin, specs))
-            if self.secured:
-                acls.reconcile(admin, self.catalog, self.names, control.read_all(self.settings).values())
-            return changes
-        finally:
-            admin.close()
+        return topic_apply.apply_catalog(self.settings, self.catalog, self.names)
 
 
 @pytest.fixture

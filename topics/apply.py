@@ -14,6 +14,7 @@ from kafka import KafkaAdminClient
 from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
+from govbus.settings import Settings
 from govbus.topics.catalog import Catalog, TopicSpec
 from govbus.topics.names import TopicNames
 
@@ -142,3 +143,21 @@ def ensure_topic(admin: KafkaAdminClient, spec: TopicSpec, brokers: int, min_ins
         return False
     apply(admin, comparison)
     return True
+
+
+def apply_catalog(settings: Settings, catalog: Catalog, names: TopicNames) -> list[str]:
+    """Topics from the catalog and, on a secured broker, the ACLs derived from it and the
+    subscriptions: what an operator's init step (or a test, the bench, the demo) runs first."""
+    from govbus import clients
+    from govbus.processors import control
+    from govbus.topics import acls
+
+    admin = clients.admin(settings)
+    try:
+        changes = apply(admin, compare(admin, desired_topics(catalog, names, admin)))
+        if settings.secured:
+            subscriptions = control.read_all(settings.model_copy(update={"topic_prefix": names.prefix})).values()
+            acls.reconcile(admin, catalog, names, subscriptions)
+        return changes
+    finally:
+        admin.close()

@@ -80,12 +80,10 @@ class Pipeline:
 
     @property
     def secured(self) -> bool:
-        return self.settings.security_protocol != "PLAINTEXT"
+        return self.settings.secured
 
     def as_principal(self, name: str) -> Settings:
-        if not self.secured:
-            return self.settings
-        return self.settings.model_copy(update={"sasl_username": name, "sasl_password": self.passwords[name]})
+        return self.settings.logged_in_as(name, self.passwords.get(name, ""))
 
     # -- bringing it up ------------------------------------------------------------------
     def start(self) -> Pipeline:
@@ -101,18 +99,9 @@ class Pipeline:
         return self
 
     def apply_catalog(self) -> None:
-        from govbus.processors import control
-        from govbus.topics import acls
-        from govbus.topics import apply as topic_apply
+        from govbus.topics.apply import apply_catalog
 
-        catalog = load_catalog(self.settings.catalog_dir)
-        admin = clients.admin(self.settings)
-        try:
-            topic_apply.apply(admin, topic_apply.compare(admin, topic_apply.desired_topics(catalog, self.names, admin)))
-            if self.secured:
-                acls.reconcile(admin, catalog, self.names, control.read_all(self.settings).values())
-        finally:
-            admin.close()
+        apply_catalog(self.settings, load_catalog(self.settings.catalog_dir), self.names)
 
     def subscribe(self) -> None:
         """The departments' requests through the one channel; the owner approves the rest."""
