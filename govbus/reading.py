@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -12,9 +13,12 @@ from govbus.errors import GovbusError
 from govbus.settings import Settings
 
 
-def read_topic(settings: Settings, topic: str, partitions: Iterable[int] | None = None) -> list[Any]:
+def read_topic(settings: Settings, topic: str, partitions: Iterable[int] | None = None,
+               timeout: float | None = None) -> list[Any]:
     """Every message now in `topic` (kafka-python ConsumerRecords), partition by partition in
-    offset order. A missing topic is an error that says how to make it."""
+    offset order. A missing topic is an error that says how to make it; with a `timeout`, so
+    is a topic that cannot be read to its end in that many seconds (a partition without a
+    leader would otherwise keep the caller waiting without a word)."""
     consumer = clients.consumer(settings)
     try:
         known = consumer.partitions_for_topic(topic)
@@ -26,7 +30,13 @@ def read_topic(settings: Settings, topic: str, partitions: Iterable[int] | None 
         consumer.seek_to_beginning()
         ends = consumer.end_offsets(assigned)
         by_partition: dict[int, list[Any]] = {tp.partition: [] for tp in assigned}
+        deadline = None if timeout is None else time.monotonic() + timeout
         while any(consumer.position(tp) < ends[tp] for tp in assigned):
+            if deadline is not None and time.monotonic() > deadline:
+                behind = {tp.partition: f"{consumer.position(tp)}/{ends[tp]}" for tp in assigned
+                          if consumer.position(tp) < ends[tp]}
+                raise GovbusError(f"could not read {topic} to its end within {timeout:.0f} s "
+                                  f"(partition: offset/end {behind})")
             for tp, records in consumer.poll(timeout_ms=1000).items():
                 by_partition[tp.partition] += records
         return [message for partition in sorted(by_partition) for message in by_partition[partition]]

@@ -1,9 +1,10 @@
 """Runs processors in a faust worker: ``govbus processors run gate [router …]``.
 
-Each processor contributes agents (and tables) to one faust App; the worker serves
+Each processor contributes agents to one faust App, reading its inputs through the worker's
+``Inputs`` (in offset order, state restored, committed after the fact); the worker serves
 ``/health`` on 127.0.0.1 (``GOVBUS_PROCESSOR_PORT``) so that an operator, a container health
 check or a test can tell when it is ready, and stops cleanly on SIGTERM or Ctrl-C (faust
-finishes the event in hand, flushes the producer and commits the offsets).
+finishes the event in hand; the worker flushes the producer and commits what was handled).
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from govbus.processors import metrics
 from govbus.processors.app import make_app, names
 from govbus.processors.freshness import register_freshness
 from govbus.processors.gate import GateLogic, Output
+from govbus.processors.inputs import Inputs
+from govbus.processors.offsets import OffsetLedger
 from govbus.processors.partition_store import PartitionStore
 from govbus.schemas.codec import default_codec
 from govbus.settings import Settings
@@ -35,46 +38,29 @@ class Registered:
     ready: Callable[[], bool] = lambda: True
 
 
-Registrar = Callable[[faust.App, Settings, Catalog], Registered]
+Registrar = Callable[[faust.App, Settings, Catalog, Inputs], Registered]
 
 
-def register_gate(app: faust.App, settings: Settings, catalog: Catalog) -> Registered:
+def register_gate(app: faust.App, settings: Settings, catalog: Catalog, inputs: Inputs) -> Registered:
     """One agent per library; its golden records kept in a ``PartitionStore`` of ``state.<library>``."""
     topic_names = names(settings)
     codec = default_codec()
     logics: list[GateLogic] = []
-    stores: dict[str, tuple[PartitionStore, frozenset[str]]] = {}
     for library in catalog.libraries.values():
         logic = GateLogic(library.library, catalog, codec, topic_names)
         logics.append(logic)
-        raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
-        ingest = frozenset(topic_names.ingest(library.library, d) for d in library.sources)
-        sources = app.topic(*sorted(ingest), **raw)
-        store = PartitionStore(settings, topic_names.state(library.library))
-        stores[library.library] = (store, ingest)
-        app.agent(sources, name=f"gate-{library.library}")(_gate_agent(app, logic, store))
-
-    _restore_on_assignment(app, list(stores.values()))
-    return Registered(lambda: {logic.library: dict(logic.counts) for logic in logics},
-                      lambda: all(store.ready() for store, _ in stores.values()))
+        ingest = sorted(topic_names.ingest(library.library, d) for d in library.sources)
+        store = inputs.store(topic_names.state(library.library), ingest)
+        agent = _gate_agent(app, inputs, inputs.ledger(ingest), logic, store)
+        app.agent(inputs.topic(*ingest), name=f"gate-{library.library}")(agent)
+    return Registered(lambda: {logic.library: dict(logic.counts) for logic in logics}, inputs.ready)
 
 
-def _restore_on_assignment(app: faust.App, stores: list[tuple[PartitionStore, frozenset[str]]]) -> None:
-    """On every rebalance, each store restores the partitions its input topics gained."""
-    import asyncio
-
-    @app.on_partitions_assigned.connect
-    async def restore(app: faust.App, assigned: set, **kwargs: object) -> None:
-        for store, inputs in stores:
-            partitions = {tp.partition for tp in assigned if tp.topic in inputs}
-            asyncio.ensure_future(store.assign(partitions))  # the agents wait per partition
-
-
-def _gate_agent(app: faust.App, logic: GateLogic, store: PartitionStore) -> Callable:
+def _gate_agent(app: faust.App, inputs: Inputs, ledger: OffsetLedger, logic: GateLogic, store: PartitionStore) -> Callable:
     send = _sender(app)
 
     async def gate(stream: faust.StreamT) -> None:
-        async for event in stream.events():
+        async for event in inputs.admitted(stream, ledger):
             message = event.message
             if not await store.wait(message.partition):
                 continue  # the partition was revoked while it was being restored
@@ -97,7 +83,7 @@ def _headers(headers: object) -> list[tuple[str, bytes]]:
     return list(headers.items()) if isinstance(headers, dict) else list(headers)  # type: ignore[arg-type]
 
 
-def register_router(app: faust.App, settings: Settings, catalog: Catalog) -> Registered:
+def register_router(app: faust.App, settings: Settings, catalog: Catalog, inputs: Inputs) -> Registered:
     """An agent per library on ``shared.<library>``, the subscription watcher, and the
     backfill agent on ``control.subscriptions`` (one partition: one instance does each)."""
     import asyncio
@@ -111,7 +97,6 @@ def register_router(app: faust.App, settings: Settings, catalog: Catalog) -> Reg
     codec = default_codec()
     book = SubscriptionBook(settings, catalog, codec)
     stop = threading.Event()
-    raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
     send = _sender(app)
     logics: dict[str, RouterLogic] = {}
 
@@ -120,19 +105,20 @@ def register_router(app: faust.App, settings: Settings, catalog: Catalog) -> Reg
         # A daemon thread: it follows the topic for the worker's whole life and ends with it.
         threading.Thread(target=book.watch, args=(stop,), name="subscription-watcher", daemon=True).start()
 
-    heads_stores = []
     for library in catalog.libraries.values():
         logic = logics[library.library] = RouterLogic(library.library, settings, codec, book)
-        heads = PartitionStore(settings, topic_names.audit_heads(library.library))
-        heads_stores.append((heads, frozenset({topic_names.shared(library.library)})))
-        source = app.topic(topic_names.shared(library.library), **raw)
-        app.agent(source, name=f"router-{library.library}")(_router_agent(logic, heads, book, send))
-    _restore_on_assignment(app, heads_stores)
+        shared = topic_names.shared(library.library)
+        heads = inputs.store(topic_names.audit_heads(library.library), [shared])
+        agent = _router_agent(inputs, inputs.ledger([shared]), logic, heads, book, send)
+        app.agent(inputs.topic(shared), name=f"router-{library.library}")(agent)
 
     backfills = {name: Backfill(logic, settings, GoldenFormat(codec.registry.policy(name))) for name, logic in logics.items()}
 
+    subscriptions_topic = topic_names.bus("control.subscriptions")
+    subscriptions_ledger = inputs.ledger([subscriptions_topic])
+
     async def backfill(stream: faust.StreamT) -> None:
-        async for event in stream.events():
+        async for event in inputs.admitted(stream, subscriptions_ledger):
             if event.value is None:
                 continue
             subscription = rules.from_json(event.value)
@@ -146,17 +132,17 @@ def register_router(app: faust.App, settings: Settings, catalog: Catalog) -> Reg
                 await send(output)
             log.info("backfilled %d deliveries for %s", len(outputs) // 2, subscription.id)
 
-    app.agent(app.topic(topic_names.bus("control.subscriptions"), **raw), name="router-backfill")(backfill)
+    app.agent(inputs.topic(subscriptions_topic), name="router-backfill")(backfill)
     return Registered(lambda: {"deliveries": {name: logic.deliveries for name, logic in logics.items()},
                                "subscriptions_active": sum(len(p) for p in book.by_library.values())},
-                      lambda: book.ready.is_set() and all(store.ready() for store, _ in heads_stores))
+                      lambda: book.ready.is_set() and inputs.ready())
 
 
-def _router_agent(logic, heads: PartitionStore, book, send) -> Callable:
+def _router_agent(inputs: Inputs, ledger: OffsetLedger, logic, heads: PartitionStore, book, send) -> Callable:
     import asyncio
 
     async def route(stream: faust.StreamT) -> None:
-        async for event in stream.events():
+        async for event in inputs.admitted(stream, ledger):
             while not book.ready.is_set():
                 await asyncio.sleep(0.1)
             message = event.message
@@ -220,7 +206,9 @@ def build(settings: Settings, processors: Iterable[str]) -> faust.App:
         raise ValueError(f"unknown processor(s) {', '.join(unknown)}; choose from {', '.join(PROCESSORS)}")
     catalog = load_catalog(settings.catalog_dir)
     app = make_app(settings, chosen)
-    registered = {name: PROCESSORS[name](app, settings, catalog) for name in chosen}
+    inputs = Inputs(app, settings)
+    registered = {name: PROCESSORS[name](app, settings, catalog, inputs) for name in chosen}
+    inputs.start_committing(app.conf.broker_commit_interval)
     metrics.mount(app)
     started = time.time()
 

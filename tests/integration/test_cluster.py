@@ -47,7 +47,7 @@ class Cluster:
 
     def gate(self, name: str) -> ProcessorProcess:
         settings = self.settings.model_copy(update={"processor_port": free_port()})
-        return ProcessorProcess(settings, ["gate"], self.home / f"{name}.log")
+        return ProcessorProcess(settings, ["gate"], self.home / f"{name}.log", loglevel="info")
 
     def topics(self) -> list[str]:
         return [self.names.ingest(LIBRARY, department) for department in self.catalog.library(LIBRARY).sources]
@@ -177,3 +177,32 @@ def test_a_broker_killed_mid_stream_loses_no_change_and_applies_none_twice(clust
         assert_state_is(cluster, rounds[-1])
         assert gate.health() is not None, "the gate survived the broker's loss"
     eventually(lambda: live_brokers(cluster.settings) == 2, 120, "the killed broker fenced, two serving")
+
+
+def test_a_gate_instance_killed_mid_stream_is_replaced_by_the_other(cluster: Cluster) -> None:
+    rounds = change_rounds(3_000, seed=202)
+    first, second = cluster.gate("gate-1"), cluster.gate("gate-2")
+    try:
+        first.start()
+        second.start()
+        eventually(lambda: _share_population(first, second), 180, "both instances holding population partitions")
+
+        def kill_the_first_halfway(number: int) -> None:
+            if number == ROUNDS // 2:
+                first.kill()
+
+        with Publisher(cluster.settings, DEPARTMENT, LIBRARY, names=cluster.names) as publisher:
+            publish_rounds(publisher, rounds, kill_the_first_halfway)
+            assert publisher.flush().failures == []
+        assert_state_is(cluster, rounds[-1], timeout=420)
+        held = set(second.wait_ready(180)["assigned"])
+        partitions = cluster.catalog.library(LIBRARY).partitions
+        assert {f"{topic}[{p}]" for topic in cluster.topics() for p in range(partitions)} <= held, "the survivor took over"
+    finally:
+        first.kill()
+        second.stop()
+
+
+def _share_population(first: ProcessorProcess, second: ProcessorProcess) -> bool:
+    held = [{tp for tp in (worker.health() or {}).get("assigned", []) if ".population." in tp} for worker in (first, second)]
+    return all(held) and not (held[0] & held[1])

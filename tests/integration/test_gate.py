@@ -162,3 +162,31 @@ def test_killed_mid_stream_the_gate_restarts_with_nothing_lost_and_nothing_appli
             assert seen[event["sequence"]] == event, "a re-emitted version is identical to the first"
         seen[event["sequence"]] = event
     assert all(sorted(seen) == list(range(1, expected_versions + 1)) for seen in versions.values()), "no version lost"
+
+
+def test_stopped_with_sigterm_the_gate_commits_every_event_it_handled(bus, start_processors) -> None:
+    import time
+
+    from kafka import TopicPartition
+
+    from govbus import clients
+    from govbus.processors.app import app_id
+
+    bus.apply_catalog()
+    records = list(generate("population", 200, seed=61, department="public_security"))
+    _publish(bus, "public_security", "population", records)
+    worker = start_processors("gate")
+    deadline = time.monotonic() + 120
+    while _applied(worker) < len(records):
+        assert time.monotonic() < deadline, "the gate did not handle every event"
+        time.sleep(0.2)
+    assert worker.stop() == 0, "a clean exit"
+    topic = bus.names.ingest("population", "public_security")
+    consumer = clients.consumer(bus.settings, group_id=app_id(bus.settings, ["gate"]))
+    try:
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
+        ends = consumer.end_offsets(partitions)
+        committed = {tp: consumer.committed(tp) or 0 for tp in partitions}
+    finally:
+        consumer.close()
+    assert committed == ends, "nothing handled is left uncommitted, nothing unhandled is committed"

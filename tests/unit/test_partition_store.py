@@ -69,3 +69,47 @@ def test_kept_partitions_are_not_read_again_and_revoked_ones_are_forgotten() -> 
 
     reads, forgotten = asyncio.run(scenario())
     assert reads == [[0, 1]] and forgotten
+
+
+class FlakyStore(FakeStore):
+    """Fails its first `failures` reads, as a broker slow to answer would."""
+
+    def __init__(self, topic_content: dict[int, dict[bytes, bytes]], failures: int) -> None:
+        super().__init__(topic_content)
+        self.failures = failures
+
+    def _read(self, partitions: list[int]) -> dict[int, dict[bytes, bytes]]:
+        if self.failures:
+            self.failures -= 1
+            self.reads.append(partitions)
+            raise OSError("metadata request timed out")
+        return super()._read(partitions)
+
+
+def test_a_failed_restore_is_tried_again_until_the_waiting_event_can_go_on(monkeypatch, caplog) -> None:
+    monkeypatch.setattr("govbus.processors.assigned.RETRY_DELAYS", (0.01,))
+
+    async def scenario() -> tuple[bool, bytes | None]:
+        store = FlakyStore({4: {b"k": b"golden"}}, failures=2)
+        waiting = asyncio.ensure_future(store.wait(4))
+        store.assign_soon([4])
+        return await asyncio.wait_for(waiting, 5), store.get(4, b"k")
+
+    assert asyncio.run(scenario()) == (True, b"golden")
+    assert sum("metadata request timed out" in message for message in caplog.messages) == 2
+
+
+def test_a_restore_failing_for_a_partition_no_longer_ours_gives_way_to_the_new_assignment(monkeypatch) -> None:
+    monkeypatch.setattr("govbus.processors.assigned.RETRY_DELAYS", (0.05,))
+
+    async def scenario() -> tuple[bool, bool, list[list[int]]]:
+        store = FlakyStore({5: {b"k": b"v"}}, failures=1)
+        revoked = asyncio.ensure_future(store.wait(4))
+        kept = asyncio.ensure_future(store.wait(5))
+        store.assign_soon([4, 5])
+        await asyncio.sleep(0.01)  # the first read has failed; the retry waits
+        store.assign_soon([5])
+        return await asyncio.wait_for(revoked, 5), await asyncio.wait_for(kept, 5), store.reads
+
+    revoked, kept, reads = asyncio.run(scenario())
+    assert (revoked, kept) == (False, True) and reads == [[4, 5], [5]]

@@ -1,0 +1,121 @@
+"""How a worker's agents read their input partitions: in order, with their state loaded, and
+committed only once what they wrote is stored.
+
+One ``Inputs`` per worker. Each agent asks it for an ``OffsetLedger`` of its input topics
+(and, if it keeps state, a ``PartitionStore``); on every rebalance ``Inputs`` has each of
+them load the partitions gained and forget those lost. ``admitted`` wraps an agent's stream:
+it waits until the partition's start is known, drops events already handled, and seeks back
+when events went missing on the way (see ``offsets`` for why faust's acks are off).
+``start_committing`` commits the ledgers every ``interval`` seconds and when the worker
+stops, always after flushing the producer, so a committed offset never runs ahead of what its
+events wrote. A partition taken away between two commits is handled again from the last
+commit by its new owner; the processors recognise what they did already.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable, Iterable
+
+import faust
+from faust.types import TP
+
+from govbus.processors import metrics
+from govbus.processors.assigned import AssignedPartitions
+from govbus.processors.offsets import OffsetLedger, Partition, Verdict
+from govbus.processors.partition_store import PartitionStore
+from govbus.settings import Settings
+
+log = logging.getLogger("govbus.processors.inputs")
+
+RAW = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
+
+
+class Inputs:
+    """The ledgers and stores of one worker's agents, loaded on assignment and committed."""
+
+    def __init__(self, app: faust.App, settings: Settings) -> None:
+        self.app = app
+        self.settings = settings
+        self.ledgers: list[OffsetLedger] = []
+        self._loaders: list[tuple[AssignedPartitions, Callable[[set[TP]], Iterable]]] = []
+
+        @app.on_partitions_assigned.connect
+        async def load(app: faust.App, assigned: set[TP], **kwargs: object) -> None:
+            for loader, keys in self._loaders:
+                loader.assign_soon(keys(assigned))  # the agents wait per partition
+
+    def topic(self, *topics: str) -> faust.TopicT:
+        """An input topic of raw bytes, with faust's acks off: the ledgers commit it."""
+        return self.app.topic(*topics, acks=False, **RAW)
+
+    def ledger(self, topics: Iterable[str]) -> OffsetLedger:
+        chosen = frozenset(topics)
+        ledger = OffsetLedger(self.settings, self.app.conf.id)
+        self.ledgers.append(ledger)
+        self._loaders.append((ledger, lambda assigned: {(tp.topic, tp.partition) for tp in assigned if tp.topic in chosen}))
+        return ledger
+
+    def store(self, topic: str, inputs: Iterable[str]) -> PartitionStore:
+        """State in `topic`, co-partitioned with `inputs`: partition n of the one for those of the others."""
+        chosen = frozenset(inputs)
+        store = PartitionStore(self.settings, topic)
+        self._loaders.append((store, lambda assigned: {tp.partition for tp in assigned if tp.topic in chosen}))
+        return store
+
+    def ready(self) -> bool:
+        return all(loader.ready() for loader, _ in self._loaders)
+
+    async def admitted(self, stream: faust.StreamT, ledger: OffsetLedger) -> AsyncIterator[faust.EventT]:
+        """The stream's events, each input partition in offset order without gaps or repeats."""
+        rewound: dict[Partition, int] = {}  # partition -> the offset sought back to
+        async for event in stream.events():
+            message = event.message
+            partition = (message.topic, message.partition)
+            if not await ledger.wait(partition):
+                continue  # taken away meanwhile: the new owner handles it
+            verdict = ledger.check(partition, message.offset)
+            if verdict is Verdict.MISSING_BEFORE:
+                await self._rewind(ledger, partition, message.offset, rewound)
+                continue
+            if verdict is Verdict.HANDLED:
+                continue
+            rewound.pop(partition, None)
+            yield event
+            ledger.handled(partition, message.offset)
+
+    async def _rewind(self, ledger: OffsetLedger, partition: Partition, offset: int, rewound: dict[Partition, int]) -> None:
+        expected = ledger.next_offset(partition)
+        if rewound.get(partition) == expected:
+            return  # already sought back; the events queued after the gap drain first
+        rewound[partition] = expected
+        metrics.rewinds.labels(partition[0]).inc()
+        log.warning("%s[%d]: offsets %d to %d never reached the processor; reading again from %d",
+                    partition[0], partition[1], expected, offset - 1, expected)
+        await self.app.consumer.seek(TP(*partition), expected)
+
+    def start_committing(self, interval: float) -> None:
+        """Commit what the agents handled, every `interval` seconds and at shutdown."""
+
+        @self.app.timer(interval)
+        async def commit_handled() -> None:
+            await self.commit()
+
+        @self.app.on_before_shutdown.connect
+        async def commit_before_shutdown(app: faust.App, **kwargs: object) -> None:
+            await self.commit()
+
+    async def commit(self) -> None:
+        chosen = {ledger: ledger.to_commit() for ledger in self.ledgers}
+        if not any(chosen.values()):
+            return
+        await self.app.producer.flush()  # what the handled events wrote is stored before we say so
+        offsets = {TP(*partition): offset for each in chosen.values() for partition, offset in each.items()}
+        try:
+            committed = await self.app.consumer._commit(offsets)  # the driver's commit: acks are off for these topics
+        except Exception as error:  # noqa: BLE001 - a failed commit is offered again, and said
+            log.warning("committing offsets failed (%s); trying again", error)
+            committed = False
+        if not committed:
+            for ledger, each in chosen.items():
+                ledger.commit_failed(each)

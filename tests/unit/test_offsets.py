@@ -1,0 +1,105 @@
+"""Input events are handled in offset order, none twice, none skipped, and only handled ones
+are committed (``OffsetLedger`` and ``Inputs.admitted``)."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+
+from govbus.processors.inputs import Inputs
+from govbus.processors.offsets import OffsetLedger, Verdict
+from govbus.settings import Settings
+
+TOPIC = "ingest.population.civil_affairs"
+
+
+class KnownLedger(OffsetLedger):
+    """Starts each partition at a given committed offset instead of asking the broker."""
+
+    def __init__(self, committed: dict[tuple[str, int], int]) -> None:
+        super().__init__(Settings(), "govbus-gate")
+        self.committed = committed
+
+    def _load(self, partitions: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        return {partition: self.committed[partition] for partition in partitions}
+
+
+def assigned(ledger: OffsetLedger, *partitions: tuple[str, int]) -> OffsetLedger:
+    asyncio.run(ledger.assign(partitions))
+    return ledger
+
+
+def test_the_next_offset_is_the_committed_one_then_each_handled_one_plus_one() -> None:
+    ledger = assigned(KnownLedger({(TOPIC, 0): 40}), (TOPIC, 0))
+    assert ledger.check((TOPIC, 0), 40) is Verdict.NEXT
+    ledger.handled((TOPIC, 0), 40)
+    assert [ledger.check((TOPIC, 0), offset) for offset in (40, 41, 43)] == [
+        Verdict.HANDLED, Verdict.NEXT, Verdict.MISSING_BEFORE]
+
+
+def test_only_handled_offsets_are_offered_for_commit_and_each_once() -> None:
+    ledger = assigned(KnownLedger({(TOPIC, 0): 0, (TOPIC, 1): 7}), (TOPIC, 0), (TOPIC, 1))
+    for offset in range(5):
+        ledger.handled((TOPIC, 0), offset)
+    assert ledger.to_commit() == {(TOPIC, 0): 5}, "partition 1 handled nothing: nothing to commit"
+    assert ledger.to_commit() == {}
+
+
+def test_a_failed_commit_is_offered_again_but_not_for_partitions_taken_away() -> None:
+    ledger = assigned(KnownLedger({(TOPIC, 0): 0, (TOPIC, 1): 0}), (TOPIC, 0), (TOPIC, 1))
+    ledger.handled((TOPIC, 0), 0)
+    ledger.handled((TOPIC, 1), 0)
+    offsets = ledger.to_commit()
+    asyncio.run(ledger.assign([(TOPIC, 1)]))
+    ledger.commit_failed(offsets)
+    assert ledger.to_commit() == {(TOPIC, 1): 1}
+
+
+# -- admitted: the agents' view of a stream ---------------------------------------------------
+@dataclass
+class FakeConsumer:
+    seeks: list[tuple[tuple[str, int], int]] = field(default_factory=list)
+
+    async def seek(self, partition: tuple[str, int], offset: int) -> None:
+        self.seeks.append((tuple(partition), offset))
+
+
+class FakeStream:
+    def __init__(self, offsets: list[int]) -> None:
+        self.offsets = offsets
+
+    async def events(self):
+        for offset in self.offsets:
+            yield SimpleNamespace(message=SimpleNamespace(topic=TOPIC, partition=0, offset=offset))
+
+
+def handled_through(offsets: list[int], committed: int = 10) -> tuple[list[int], list, dict]:
+    consumer = FakeConsumer()
+    inputs = Inputs.__new__(Inputs)  # no faust App: only `admitted` is exercised
+    inputs.app = SimpleNamespace(consumer=consumer)
+    ledger = KnownLedger({(TOPIC, 0): committed})
+
+    async def scenario() -> list[int]:
+        await ledger.assign([(TOPIC, 0)])
+        return [event.message.offset async for event in inputs.admitted(FakeStream(offsets), ledger)]
+
+    seen = asyncio.run(scenario())
+    return seen, consumer.seeks, ledger.to_commit()
+
+
+def test_events_already_handled_are_dropped_when_fetched_again() -> None:
+    seen, seeks, commit = handled_through([10, 11, 12, 11, 12, 13])
+    assert (seen, seeks, commit) == ([10, 11, 12, 13], [], {(TOPIC, 0): 14})
+
+
+def test_events_after_missing_ones_are_not_handled_and_the_worker_reads_again_from_the_gap() -> None:
+    seen, seeks, commit = handled_through([10, 11, 14, 15, 16, 12, 13, 14, 15, 16])
+    assert seen == [10, 11, 12, 13, 14, 15, 16]
+    assert seeks == [((TOPIC, 0), 12)], "one seek back per gap, not one per event queued after it"
+    assert commit == {(TOPIC, 0): 17}
+
+
+def test_nothing_past_a_gap_is_committed_while_the_missing_events_have_not_come_back() -> None:
+    seen, seeks, commit = handled_through([10, 11, 20, 21])
+    assert (seen, commit) == ([10, 11], {(TOPIC, 0): 12})
