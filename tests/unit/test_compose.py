@@ -61,7 +61,7 @@ def test_the_kafka_nodes_form_one_three_voter_quorum_with_replication_three_and_
     environments = [service["environment"] for service in nodes.values()]
     assert sorted(int(env["KAFKA_NODE_ID"]) for env in environments) == [1, 2, 3]
     voters = {env["KAFKA_CONTROLLER_QUORUM_VOTERS"] for env in environments}
-    assert voters == {"1@kafka-1:9093,2@kafka-2:9093,3@kafka-3:9093"}
+    assert voters == {"1@kafka-1-internal:9093,2@kafka-2-internal:9093,3@kafka-3-internal:9093"}
     for env in environments:
         assert env["KAFKA_PROCESS_ROLES"] == "broker,controller"
         assert int(env["KAFKA_DEFAULT_REPLICATION_FACTOR"]) == 3 and int(env["KAFKA_MIN_INSYNC_REPLICAS"]) == 2
@@ -88,11 +88,51 @@ def test_every_govbus_variable_in_the_compose_file_is_a_setting(compose) -> None
     assert used and used <= known, f"not settings (ignored silently by pydantic): {sorted(used - known)}"
 
 
-def test_the_init_service_applies_the_catalog_before_the_processors_start(compose) -> None:
+def test_the_init_services_make_principals_then_topics_then_acls_before_anything_else_starts(compose) -> None:
     services = compose["services"]
-    assert services["topics"]["command"] == ["topics", "apply"]
+    chain = [("credentials", ["departments", "add", "--all"]), ("topics", ["topics", "apply"]), ("acls", ["acl", "apply"])]
+    for (before, _), (name, command) in zip(chain, chain[1:]):
+        assert services[name]["command"] == command
+        assert services[name]["depends_on"][before]["condition"] == "service_completed_successfully", name
+    assert services["credentials"]["command"] == chain[0][1]
     for name in (*PROCESSOR_SERVICES, "subscriber"):
-        assert services[name]["depends_on"]["topics"]["condition"] == "service_completed_successfully"
+        assert services[name]["depends_on"]["acls"]["condition"] == "service_completed_successfully"
+
+
+def _listeners(value: str) -> dict[str, str]:
+    return dict(entry.split("://", 1) for entry in value.split(","))
+
+
+def test_clients_must_authenticate_and_only_the_internal_network_reaches_the_plaintext_listeners(compose) -> None:
+    services, networks = compose["services"], compose["networks"]
+    nodes = {name: service for name, service in services.items() if name.startswith("kafka-")}
+    for name, node in nodes.items():
+        env = node["environment"]
+        protocols = dict(entry.split(":") for entry in env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(","))
+        for listener, address in _listeners(env["KAFKA_LISTENERS"]).items():
+            if protocols[listener] == "PLAINTEXT":  # the super user's: bound to the internal network only
+                assert address.startswith(f"{name}-internal:"), (name, listener, address)
+                assert f"{name}-internal" in node["networks"]["kafka-internal"]["aliases"]
+            else:
+                assert protocols[listener] == "SASL_PLAINTEXT" and env["KAFKA_SASL_ENABLED_MECHANISMS"] == "SCRAM-SHA-512"
+        assert env["KAFKA_AUTHORIZER_CLASS_NAME"].endswith("StandardAuthorizer")
+        assert str(env["KAFKA_ALLOW_EVERYONE_IF_NO_ACL_FOUND"]) == "false"
+    assert networks["kafka-internal"]["internal"] is True
+    on_internal = {name for name, service in services.items() if "kafka-internal" in (service.get("networks") or [])}
+    assert on_internal == {*nodes, "credentials", "topics", "acls"}, "only brokers and one-shot init services"
+    assert all(services[name]["restart"] == "no" for name in on_internal - set(nodes))
+
+
+def test_long_running_govbus_services_log_in_as_their_own_principal(compose) -> None:
+    from govbus.security.credentials import PROCESSORS
+
+    services = compose["services"]
+    expected = {**{name: PROCESSORS for name in PROCESSOR_SERVICES}, "subscriber": "civil_affairs"}
+    for name, principal in expected.items():
+        env = services[name]["environment"]
+        assert env["GOVBUS_SECURITY_PROTOCOL"] == "SASL_PLAINTEXT" and env["GOVBUS_SASL_USERNAME"] == principal, name
+        assert "GOVBUS_SASL_PASSWORD" not in env, "passwords come from the credentials volume, not the file"
+        assert services[name]["volumes"] == ["govbus-credentials:/var/lib/govbus/credentials:ro"]
 
 
 def test_prometheus_scrapes_each_processor_service_on_its_port(compose) -> None:
