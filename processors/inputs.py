@@ -14,7 +14,9 @@ commit by its new owner; the processors recognise what they did already.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Callable, Iterable
 
 import faust
@@ -28,6 +30,7 @@ from govbus.settings import Settings
 
 log = logging.getLogger("govbus.processors.inputs")
 
+RECHECK_SECONDS = 30.0  # after a seek back, events past the gap are dropped this long before asking again
 RAW = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
 
 
@@ -68,27 +71,39 @@ class Inputs:
 
     async def admitted(self, stream: faust.StreamT, ledger: OffsetLedger) -> AsyncIterator[faust.EventT]:
         """The stream's events, each input partition in offset order without gaps or repeats."""
-        rewound: dict[Partition, int] = {}  # partition -> the offset sought back to
+        rewound: dict[Partition, tuple[int, float]] = {}  # partition -> the offset sought back to, when
         async for event in stream.events():
             message = event.message
             partition = (message.topic, message.partition)
             if not await ledger.wait(partition):
                 continue  # taken away meanwhile: the new owner handles it
             verdict = ledger.check(partition, message.offset)
-            if verdict is Verdict.MISSING_BEFORE:
-                await self._rewind(ledger, partition, message.offset, rewound)
-                continue
             if verdict is Verdict.HANDLED:
                 continue
+            if verdict is Verdict.MISSING_BEFORE:
+                sought, when = rewound.get(partition, (None, 0.0))
+                if sought == ledger.next_offset(partition) and time.monotonic() - when < RECHECK_SECONDS:
+                    continue  # queued before the seek back; the missing events come first
+                if await self._missing(ledger, partition, message.offset):
+                    await self._rewind(ledger, partition, message.offset, rewound)
+                    continue
+                ledger.skip_to(partition, message.offset)
             rewound.pop(partition, None)
             yield event
             ledger.handled(partition, message.offset)
 
-    async def _rewind(self, ledger: OffsetLedger, partition: Partition, offset: int, rewound: dict[Partition, int]) -> None:
+    @staticmethod
+    async def _missing(ledger: OffsetLedger, partition: Partition, offset: int) -> bool:
+        """Whether records before `offset` exist that this worker has not handled (else the
+        offsets between were compacted away)."""
         expected = ledger.next_offset(partition)
-        if rewound.get(partition) == expected:
-            return  # already sought back; the events queued after the gap drain first
-        rewound[partition] = expected
+        first = await asyncio.get_running_loop().run_in_executor(None, ledger.first_offset, partition, expected)
+        return first is None or first < offset
+
+    async def _rewind(self, ledger: OffsetLedger, partition: Partition, offset: int,
+                      rewound: dict[Partition, tuple[int, float]]) -> None:
+        expected = ledger.next_offset(partition)
+        rewound[partition] = (expected, time.monotonic())
         metrics.rewinds.labels(partition[0]).inc()
         log.warning("%s[%d]: offsets %d to %d never reached the processor; reading again from %d",
                     partition[0], partition[1], expected, offset - 1, expected)

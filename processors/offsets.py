@@ -12,9 +12,11 @@ from this ledger instead:
 
 - when a partition is assigned, the ledger reads where the previous owner stopped (the
   group's committed offset, else the start of the log) before the first event is handled;
-- events are handled strictly in offset order: an offset already handled is dropped, an
-  offset past the next one means events went missing on the way, and the worker seeks back
-  to the next one (faust fetches them again) instead of handling it;
+- events are handled strictly in offset order: an offset already handled is dropped; an
+  offset past the next one means either that the offsets between no longer exist (a
+  compacted topic, such as ``control.subscriptions``: the broker is asked, and the event is
+  handled) or that events went missing on the way, and then the worker seeks back to the
+  next one (faust fetches them again) instead of handling it;
 - only the next offset after handled events is committed, after the producer has flushed
   what they wrote.
 
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import time
 from collections.abc import Mapping
 
 from kafka import TopicPartition
@@ -63,6 +66,26 @@ class OffsetLedger(AssignedPartitions[Partition, int]):
 
     def next_offset(self, partition: Partition) -> int:
         return self.values[partition]
+
+    def skip_to(self, partition: Partition, offset: int) -> None:
+        """The offsets before `offset` do not exist (compacted away): it is the next one."""
+        self.values[partition] = offset
+
+    def first_offset(self, partition: Partition, offset: int, timeout: float = 10.0) -> int | None:
+        """The offset of the first record at or after `offset` in the log, None if there is none
+        (within `timeout` seconds). Runs in a thread: it asks the broker."""
+        consumer = clients.consumer(self.settings)
+        try:
+            wanted = TopicPartition(*partition)
+            consumer.assign([wanted])
+            consumer.seek(wanted, offset)
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                for records in consumer.poll(timeout_ms=500, max_records=1).values():
+                    return records[0].offset
+            return None
+        finally:
+            consumer.close()
 
     def handled(self, partition: Partition, offset: int) -> None:
         if partition in self.values:  # not taken away while the event was handled

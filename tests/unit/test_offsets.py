@@ -15,14 +15,19 @@ TOPIC = "ingest.population.civil_affairs"
 
 
 class KnownLedger(OffsetLedger):
-    """Starts each partition at a given committed offset instead of asking the broker."""
+    """Starts each partition at a given committed offset, and knows which offsets the log
+    holds (all, unless told), instead of asking the broker."""
 
-    def __init__(self, committed: dict[tuple[str, int], int]) -> None:
+    def __init__(self, committed: dict[tuple[str, int], int], log: list[int] | None = None) -> None:
         super().__init__(Settings(), "govbus-gate")
         self.committed = committed
+        self.log = log
 
     def _load(self, partitions: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
         return {partition: self.committed[partition] for partition in partitions}
+
+    def first_offset(self, partition: tuple[str, int], offset: int, timeout: float = 10.0) -> int | None:
+        return offset if self.log is None else min((o for o in self.log if o >= offset), default=None)
 
 
 def assigned(ledger: OffsetLedger, *partitions: tuple[str, int]) -> OffsetLedger:
@@ -74,11 +79,11 @@ class FakeStream:
             yield SimpleNamespace(message=SimpleNamespace(topic=TOPIC, partition=0, offset=offset))
 
 
-def handled_through(offsets: list[int], committed: int = 10) -> tuple[list[int], list, dict]:
+def handled_through(offsets: list[int], committed: int = 10, log: list[int] | None = None) -> tuple[list[int], list, dict]:
     consumer = FakeConsumer()
     inputs = Inputs.__new__(Inputs)  # no faust App: only `admitted` is exercised
     inputs.app = SimpleNamespace(consumer=consumer)
-    ledger = KnownLedger({(TOPIC, 0): committed})
+    ledger = KnownLedger({(TOPIC, 0): committed}, log)
 
     async def scenario() -> list[int]:
         await ledger.assign([(TOPIC, 0)])
@@ -103,3 +108,9 @@ def test_events_after_missing_ones_are_not_handled_and_the_worker_reads_again_fr
 def test_nothing_past_a_gap_is_committed_while_the_missing_events_have_not_come_back() -> None:
     seen, seeks, commit = handled_through([10, 11, 20, 21])
     assert (seen, commit) == ([10, 11], {(TOPIC, 0): 12})
+
+
+def test_offsets_compacted_away_are_not_waited_for() -> None:
+    log = [10, 13, 14, 17]  # a compacted topic: 11, 12, 15 and 16 were removed
+    seen, seeks, commit = handled_through(log, log=log)
+    assert (seen, seeks, commit) == (log, [], {(TOPIC, 0): 18})
