@@ -10,9 +10,14 @@ The golden records in `state.population` must end with version ROUNDS and the la
 
 from __future__ import annotations
 
+import signal
+import sqlite3
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -22,7 +27,10 @@ from kafka.admin import ConfigResource, ConfigResourceType
 
 from govbus import clients
 from govbus.broker.provision import ProvisionedBroker, free_port, local_broker
-from govbus.processes import ProcessorProcess
+from govbus.consumers.stores import StoreError, open_store
+from govbus.processes import ProcessorProcess, settings_environment
+from govbus.processors import control
+from govbus.processors.subscriptions import SubscriptionRequest
 from govbus.producers.generate import generate
 from govbus.producers.publisher import Publisher
 from govbus.schemas.rules import MARITAL_STATUSES
@@ -46,8 +54,11 @@ class Cluster:
     home: Path
 
     def gate(self, name: str) -> ProcessorProcess:
+        return self.worker(name, ["gate"])
+
+    def worker(self, name: str, processors: list[str]) -> ProcessorProcess:
         settings = self.settings.model_copy(update={"processor_port": free_port()})
-        return ProcessorProcess(settings, ["gate"], self.home / f"{name}.log", loglevel="info")
+        return ProcessorProcess(settings, processors, self.home / f"{name}.log", loglevel="info")
 
     def topics(self) -> list[str]:
         return [self.names.ingest(LIBRARY, department) for department in self.catalog.library(LIBRARY).sources]
@@ -155,13 +166,83 @@ def live_brokers(settings: Settings) -> int:
         admin.close()
 
 
+SUBSCRIBER = "health"
+
+
+def approve_a_subscription(cluster: Cluster) -> None:
+    """The subscriber's department receives the entity and the field the rounds change."""
+    subscription = control.request(cluster.settings, SubscriptionRequest(
+        department=SUBSCRIBER, library=LIBRARY, fields=("citizen_id", "marital_status"), purpose="administrative_basis"))
+    if subscription.state != "approved":
+        control.approve(cluster.settings, subscription.id, "public_security")
+    topic = cluster.names.deliver(SUBSCRIBER, LIBRARY)
+    eventually(lambda: topic in topic_names(cluster.settings), 120, f"the router making {topic}")
+
+
+def topic_names(settings: Settings) -> set[str]:
+    admin = clients.admin(settings)
+    try:
+        return set(admin.list_topics())
+    finally:
+        admin.close()
+
+
+@contextmanager
+def running_subscriber(cluster: Cluster) -> Iterator[str]:
+    """`govbus subscribe` for the department into a SQLite store, as its own process; the
+    store's URL. Stopped with SIGTERM (and must exit 0) at the end."""
+    store_url = f"sqlite:///{cluster.home}/{SUBSCRIBER}.db"
+    with open(cluster.home / "subscriber.log", "ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "govbus.cli", "subscribe", "--department", SUBSCRIBER, "--library", LIBRARY,
+             "--store", store_url, "--every", "5"],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=settings_environment(cluster.settings))
+    try:
+        yield store_url
+        assert process.poll() is None, f"the subscriber died: see {cluster.home / 'subscriber.log'}"
+    finally:
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(60)
+    assert code == 0, f"the subscriber did not stop cleanly: see {cluster.home / 'subscriber.log'}"
+
+
+def store_mismatches(store_url: str, last_round: list[dict]) -> list[str]:
+    """What differs between the subscriber's store and the last value published per entity;
+    a store version is the number of changes it applied for the entity (versions count one
+    per change, and a store applies only a newer version)."""
+    try:
+        with open_store(store_url) as store:
+            rows = {row["entity_id"]: row for row in store.rows(LIBRARY)}
+    except (StoreError, sqlite3.OperationalError) as error:  # no table yet, or the subscriber is writing
+        return [f"store not readable yet: {error}"]
+    problems = [f"{change['citizen_id']}: {'missing' if change['citizen_id'] not in rows else rows[change['citizen_id']]}"
+                for change in last_round
+                if (rows.get(change["citizen_id"]) or {}).get("version") != ROUNDS
+                or rows[change["citizen_id"]]["marital_status"] != change["marital_status"]]
+    return problems + ([f"{len(rows)} rows for {len(last_round)} entities"] if len(rows) != len(last_round) else [])
+
+
+def assert_store_is(store_url: str, last_round: list[dict], timeout: float = 1200) -> None:
+    problems: list[str] = []
+
+    def matches() -> bool:
+        problems[:] = store_mismatches(store_url, last_round)
+        return not problems
+
+    try:
+        eventually(matches, timeout, "the subscriber's store as published", pause=10)
+    except AssertionError:
+        raise AssertionError(f"{len(problems)} differences, e.g. {problems[:5]}") from None
+
+
 # -- the tests ------------------------------------------------------------------------------------
 def test_the_catalog_gets_three_replicas_and_min_insync_two_on_three_nodes(cluster: Cluster) -> None:
     for topic in (cluster.names.ingest(LIBRARY, DEPARTMENT), cluster.names.state(LIBRARY), cluster.names.shared(LIBRARY)):
         assert replicas_and_min_isr(cluster.settings, topic) == ({3}, "2"), topic
 
 
-def test_a_broker_killed_mid_stream_loses_no_change_and_applies_none_twice(cluster: Cluster) -> None:
+def test_a_broker_killed_while_changes_flow_to_a_subscriber_store_loses_none_and_applies_none_twice(
+        cluster: Cluster) -> None:
     rounds = change_rounds(10_000, seed=101)  # 50,000 changes
     assert sum(map(len, rounds)) == 50_000
 
@@ -170,12 +251,15 @@ def test_a_broker_killed_mid_stream_loses_no_change_and_applies_none_twice(clust
             publisher.flush()
             cluster.broker.cluster.kill(2)
 
-    with cluster.gate("gate") as gate, Publisher(cluster.settings, DEPARTMENT, LIBRARY, names=cluster.names) as publisher:
-        publish_rounds(publisher, rounds, kill_a_broker_halfway)
-        report = publisher.flush()
-        assert report.failures == [] and report.delivered == 50_000, "publishing goes on with two nodes"
-        assert_state_is(cluster, rounds[-1])
-        assert gate.health() is not None, "the gate survived the broker's loss"
+    with cluster.worker("gate-and-router", ["gate", "router"]) as worker:
+        approve_a_subscription(cluster)
+        with running_subscriber(cluster) as store_url, \
+                Publisher(cluster.settings, DEPARTMENT, LIBRARY, names=cluster.names) as publisher:
+            publish_rounds(publisher, rounds, kill_a_broker_halfway)
+            report = publisher.flush()
+            assert report.failures == [] and report.delivered == 50_000, "publishing goes on with two nodes"
+            assert_store_is(store_url, rounds[-1])
+        assert worker.health() is not None, "the processors survived the broker's loss"
     eventually(lambda: live_brokers(cluster.settings) == 2, 120, "the killed broker fenced, two serving")
 
 
