@@ -16,11 +16,19 @@ def ensure(admin: KafkaAdminClient, home: Path, username: str, *, rotate: bool =
     """The principal exists on the broker with the credentials stored under ``home``.
 
     A stored password is reused (so running this twice changes nothing a client sees) unless
-    ``rotate`` asks for a new one; the broker stores only a salted SCRAM hash of it.
+    ``rotate`` asks for a new one; the broker stores only a salted SCRAM hash of it. A principal
+    that exists on the broker but whose password is not stored under ``home`` is refused rather
+    than given a new password: from another machine, `departments add --all` would otherwise
+    lock every department's clients out at once.
     """
     try:
         login = credentials.generate(username) if rotate else credentials.load(home, username)
     except GovbusError:
+        if username in on_broker(admin):
+            raise GovbusError(
+                f"{username} already has credentials on the broker, but they are not stored in "
+                f"{credentials.directory(home)}: copy its {username}.json there, or give it a new password "
+                f"with `govbus departments rotate {username}` (its clients must then use the new one)") from None
         login = credentials.generate(username)
     result = admin.alter_user_scram_credentials(
         [UserScramCredentialUpsertion(username, credentials.MECHANISM, login.password, iterations=8192)])

@@ -31,6 +31,7 @@ from govbus.broker.provision import free_port
 from govbus.processes import settings_environment
 from govbus.processors import control
 from govbus.processors.subscriptions import SubscriptionRequest
+from govbus.security import credentials
 from govbus.settings import PROJECT_ROOT
 
 COMPOSE = PROJECT_ROOT / "docker" / "compose.yaml"
@@ -166,11 +167,17 @@ def test_each_service_command_of_the_compose_file_runs_against_the_broker(bus, r
                         pg.fresh_database(request.getfixturevalue("postgres_dsn")) for service in services.values() if "--store" in service["command"]}
     runs = {name: Service(name, service, bus, variables, replacements, tmp_path / f"{name}.log")
             for name, service in services.items()}
+    # The session's principals, stored where the services keep credentials: the `credentials`
+    # init service must reuse them (as on a restarted deployment), not lock every client out.
+    for name, password in bus.passwords.items():
+        credentials.save(bus.settings.home, credentials.Credentials(name, password))
 
     for name, service in services.items():
         if one_shot(service):
             assert runs[name].run_once() == 0, f"{name} ({runs[name].command}):\n{runs[name].tail()}"
     _assert_the_catalog_was_applied(bus)
+    stored = {name: credentials.load(bus.settings.home, name).password for name in bus.passwords}
+    assert stored == bus.passwords, "running the init services again changes no principal's password"
 
     long_running = [runs[name] for name, service in services.items() if not one_shot(service)]
     processors = [run for run in long_running if run.command[:2] == ["processors", "run"]]

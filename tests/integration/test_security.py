@@ -116,3 +116,20 @@ def test_a_client_that_does_not_trust_the_ca_cannot_connect_over_tls(tmp_path, c
             clients.admin(stranger.model_copy(update={"client_id": "stranger"})).close()
     finally:
         broker.close()
+
+
+def test_adding_a_principal_whose_password_is_not_stored_here_is_refused_and_changes_nothing(bus, tmp_path) -> None:
+    from govbus.errors import GovbusError
+    from govbus.security import principals
+
+    admin = clients.admin(bus.settings)
+    try:
+        with pytest.raises(GovbusError, match="health already has credentials on the broker"):
+            principals.ensure(admin, tmp_path / "another-home", "health")
+    finally:
+        admin.close()
+    health = clients.admin(bus.as_principal("health"))  # the session's password still works
+    try:
+        assert health.describe_cluster()["brokers"]
+    finally:
+        health.close()
