@@ -32,6 +32,20 @@ def settings_environment(settings: Settings) -> dict[str, str]:
     return environment
 
 
+def stop_process(process: subprocess.Popen[bytes] | None, timeout: float = 30.0) -> int | None:
+    """Ask a child process to stop (SIGTERM) as `docker compose stop` would, and wait; its exit
+    code, or None when it had to be killed after `timeout` seconds (or never started)."""
+    if process is None or process.poll() is not None:
+        return process.returncode if process else None
+    process.send_signal(signal.SIGTERM)
+    try:
+        return process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        return None
+
+
 class ProcessorProcess:
     """One ``govbus processors run`` worker."""
 
@@ -85,14 +99,7 @@ class ProcessorProcess:
 
     def stop(self, timeout: float = 30.0) -> int | None:
         """Ask the worker to stop (SIGTERM) and wait; kill it if it does not."""
-        if self.process is None or self.process.poll() is not None:
-            return self.process.returncode if self.process else None
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            return None
+        return stop_process(self.process, timeout)
 
     def _tail(self, lines: int = 25) -> str:
         try:

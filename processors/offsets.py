@@ -56,7 +56,6 @@ class OffsetLedger(AssignedPartitions[Partition, int]):
         self.group_id = group_id
         self.what = "committed offsets of"
         self._uncommitted: set[Partition] = set()
-        self.rewinds = 0
 
     def check(self, partition: Partition, offset: int) -> Verdict:
         expected = self.values[partition]

@@ -36,10 +36,6 @@ class PartitionStore(AssignedPartitions[int, Records]):
         self.topic = topic
         self.what = f"{topic} partitions"
 
-    @property
-    def records(self) -> dict[int, Records]:
-        return self.values
-
     def get(self, partition: int, key: bytes) -> bytes | None:
         return self.values.get(partition, {}).get(key)
 
@@ -50,9 +46,6 @@ class PartitionStore(AssignedPartitions[int, Records]):
         return {}
 
     def _load(self, partitions: list[int]) -> dict[int, Records]:
-        return self._read(partitions)
-
-    def _read(self, partitions: list[int]) -> dict[int, Records]:
         restored: dict[int, Records] = {partition: {} for partition in partitions}
         for message in read_topic(self.settings, self.topic, partitions, timeout=RESTORE_TIMEOUT):
             if message.value is None:

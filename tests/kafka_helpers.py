@@ -84,3 +84,12 @@ def encoded_event(settings: Settings, library: str, department: str, flat: dict,
     event = to_event(library, claimed_department or department, flat, "test-system")
     key = entity_key(settings.key_secret.encode(), library, event["entity_id"])
     return key, default_codec().encode(library, event), cloudevent_headers(event, library, 1, key)
+
+
+def topic_names(settings: Settings) -> set[str]:
+    """The topics the broker has (that this principal may see)."""
+    admin = clients.admin(settings)
+    try:
+        return set(admin.list_topics())
+    finally:
+        admin.close()

@@ -10,7 +10,6 @@ The golden records in `state.population` must end with version ROUNDS and the la
 
 from __future__ import annotations
 
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -28,7 +27,7 @@ from kafka.admin import ConfigResource, ConfigResourceType
 from govbus import clients
 from govbus.broker.provision import ProvisionedBroker, free_port, local_broker
 from govbus.consumers.stores import StoreError, open_store
-from govbus.processes import ProcessorProcess, settings_environment
+from govbus.processes import ProcessorProcess, settings_environment, stop_process
 from govbus.processors import control
 from govbus.processors.subscriptions import SubscriptionRequest
 from govbus.producers.generate import generate
@@ -39,7 +38,7 @@ from govbus.topics import apply as topic_apply
 from govbus.topics.catalog import Catalog, load_catalog
 from govbus.topics.names import TopicNames
 
-from kafka_helpers import golden_records, golden_values
+from kafka_helpers import golden_records, golden_values, topic_names
 
 LIBRARY, DEPARTMENT = "population", "civil_affairs"
 ROUNDS = 5
@@ -131,17 +130,17 @@ def state_mismatches(cluster: Cluster, last_round: list[dict]) -> list[str]:
     return problems + ([f"{len(golden)} golden records for {len(last_round)} entities"] if len(golden) != len(last_round) else [])
 
 
-def assert_state_is(cluster: Cluster, last_round: list[dict], timeout: float = 900) -> None:
-    """Wait for the golden records to show every change once; a change applied twice would
-    push a version past ROUNDS and never match, so waiting longer cannot hide it."""
+def assert_no_differences(differences: Callable[[], list[str]], what: str, timeout: float) -> None:
+    """Wait until `differences` finds none; a change applied twice would push a version past
+    ROUNDS and never match, so waiting longer cannot hide it."""
     problems: list[str] = []
 
     def matches() -> bool:
-        problems[:] = state_mismatches(cluster, last_round)
+        problems[:] = differences()
         return not problems
 
     try:
-        eventually(matches, timeout, "golden state as published", pause=10)
+        eventually(matches, timeout, what, pause=10)
     except AssertionError:
         raise AssertionError(f"{len(problems)} differences, e.g. {problems[:5]}") from None
 
@@ -179,14 +178,6 @@ def approve_a_subscription(cluster: Cluster) -> None:
     eventually(lambda: topic in topic_names(cluster.settings), 120, f"the router making {topic}")
 
 
-def topic_names(settings: Settings) -> set[str]:
-    admin = clients.admin(settings)
-    try:
-        return set(admin.list_topics())
-    finally:
-        admin.close()
-
-
 @contextmanager
 def running_subscriber(cluster: Cluster) -> Iterator[str]:
     """`govbus subscribe` for the department into a SQLite store, as its own process; the
@@ -201,8 +192,7 @@ def running_subscriber(cluster: Cluster) -> Iterator[str]:
         yield store_url
         assert process.poll() is None, f"the subscriber died: see {cluster.home / 'subscriber.log'}"
     finally:
-        process.send_signal(signal.SIGTERM)
-        code = process.wait(60)
+        code = stop_process(process, 60)
     assert code == 0, f"the subscriber did not stop cleanly: see {cluster.home / 'subscriber.log'}"
 
 
@@ -220,19 +210,6 @@ def store_mismatches(store_url: str, last_round: list[dict]) -> list[str]:
                 if (rows.get(change["citizen_id"]) or {}).get("version") != ROUNDS
                 or rows[change["citizen_id"]]["marital_status"] != change["marital_status"]]
     return problems + ([f"{len(rows)} rows for {len(last_round)} entities"] if len(rows) != len(last_round) else [])
-
-
-def assert_store_is(store_url: str, last_round: list[dict], timeout: float = 1200) -> None:
-    problems: list[str] = []
-
-    def matches() -> bool:
-        problems[:] = store_mismatches(store_url, last_round)
-        return not problems
-
-    try:
-        eventually(matches, timeout, "the subscriber's store as published", pause=10)
-    except AssertionError:
-        raise AssertionError(f"{len(problems)} differences, e.g. {problems[:5]}") from None
 
 
 # -- the tests ------------------------------------------------------------------------------------
@@ -258,7 +235,7 @@ def test_a_broker_killed_while_changes_flow_to_a_subscriber_store_loses_none_and
             publish_rounds(publisher, rounds, kill_a_broker_halfway)
             report = publisher.flush()
             assert report.failures == [] and report.delivered == 50_000, "publishing goes on with two nodes"
-            assert_store_is(store_url, rounds[-1])
+            assert_no_differences(lambda: store_mismatches(store_url, rounds[-1]), "the store as published", 1200)
         assert worker.health() is not None, "the processors survived the broker's loss"
     eventually(lambda: live_brokers(cluster.settings) == 2, 120, "the killed broker fenced, two serving")
 
@@ -278,7 +255,7 @@ def test_a_gate_instance_killed_mid_stream_is_replaced_by_the_other(cluster: Clu
         with Publisher(cluster.settings, DEPARTMENT, LIBRARY, names=cluster.names) as publisher:
             publish_rounds(publisher, rounds, kill_the_first_halfway)
             assert publisher.flush().failures == []
-        assert_state_is(cluster, rounds[-1], timeout=420)
+        assert_no_differences(lambda: state_mismatches(cluster, rounds[-1]), "golden state as published", 420)
         held = set(second.wait_ready(180)["assigned"])
         partitions = cluster.catalog.library(LIBRARY).partitions
         assert {f"{topic}[{p}]" for topic in cluster.topics() for p in range(partitions)} <= held, "the survivor took over"

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -26,13 +25,14 @@ from pathlib import Path
 import yaml
 
 import pg
-from govbus import clients
 from govbus.broker.provision import free_port
-from govbus.processes import settings_environment
+from govbus.processes import settings_environment, stop_process
 from govbus.processors import control
 from govbus.processors.subscriptions import SubscriptionRequest
 from govbus.security import credentials
 from govbus.settings import PROJECT_ROOT
+
+from kafka_helpers import topic_names
 
 COMPOSE = PROJECT_ROOT / "docker" / "compose.yaml"
 DOCKERFILE = "docker/Dockerfile"
@@ -133,15 +133,7 @@ class Service:
         raise AssertionError(f"{self.name} not ready within {timeout:.0f} s:\n{self.tail()}")
 
     def stop(self, timeout: float = 60) -> int | None:
-        if self.process is None or self.process.poll() is not None:
-            return self.process.returncode if self.process else None
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-            return None
+        return stop_process(self.process, timeout)
 
     def tail(self, lines: int = 30) -> str:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:]) if self.log.exists() else ""
@@ -205,20 +197,12 @@ def _approve_a_subscription_for_the_subscriber(bus) -> None:
         control.approve(bus.settings, subscription.id, "public_security")
     topic = bus.names.deliver(SUBSCRIBER_DEPARTMENT, "population")
     deadline = time.monotonic() + 120
-    while topic not in _topics(bus):
+    while topic not in topic_names(bus.settings):
         assert time.monotonic() < deadline, f"the router did not make {topic}"
         time.sleep(1)
 
 
-def _topics(bus) -> set[str]:
-    admin = clients.admin(bus.settings)
-    try:
-        return set(admin.list_topics())
-    finally:
-        admin.close()
-
-
 def _assert_the_catalog_was_applied(bus) -> None:
-    existing = _topics(bus)
+    existing = topic_names(bus.settings)
     wanted = {spec.name for spec in bus.catalog.topic_specs(bus.names)}
     assert wanted <= existing, f"the init service did not make {sorted(wanted - existing)[:5]} …"

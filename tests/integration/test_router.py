@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 
 from govbus.processors import audit, control
@@ -12,7 +11,7 @@ from govbus.producers.publisher import Publisher
 from govbus.schemas.codec import default_codec
 from govbus.schemas.framing import header_map
 
-from kafka_helpers import golden_records, read_topic, send_raw, wait_for
+from kafka_helpers import read_topic, send_raw, topic_names, wait_for
 
 CANARY = "ca11ab1e" * 8  # a not-shared biometric digest that must never leave the gate's state
 
@@ -31,17 +30,7 @@ def _publish(bus, department: str, records: list[dict]) -> None:
 
 def _deliveries(bus, department: str) -> list:
     topic = bus.names.deliver(department, "population")
-    return read_topic(bus.settings, topic) if topic in _topics(bus) else []
-
-
-def _topics(bus) -> set[str]:
-    from govbus import clients
-
-    admin = clients.admin(bus.settings)
-    try:
-        return set(admin.list_topics())
-    finally:
-        admin.close()
+    return read_topic(bus.settings, topic) if topic in topic_names(bus.settings) else []
 
 
 def _wait_quiet(bus, department: str, count: int) -> list:

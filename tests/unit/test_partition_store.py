@@ -16,7 +16,7 @@ class FakeStore(PartitionStore):
         self.topic_content = topic_content
         self.reads: list[list[int]] = []
 
-    def _read(self, partitions: list[int]) -> dict[int, dict[bytes, bytes]]:
+    def _load(self, partitions: list[int]) -> dict[int, dict[bytes, bytes]]:
         import time
 
         self.reads.append(partitions)
@@ -78,12 +78,12 @@ class FlakyStore(FakeStore):
         super().__init__(topic_content)
         self.failures = failures
 
-    def _read(self, partitions: list[int]) -> dict[int, dict[bytes, bytes]]:
+    def _load(self, partitions: list[int]) -> dict[int, dict[bytes, bytes]]:
         if self.failures:
             self.failures -= 1
             self.reads.append(partitions)
             raise OSError("metadata request timed out")
-        return super()._read(partitions)
+        return super()._load(partitions)
 
 
 def test_a_failed_restore_is_tried_again_until_the_waiting_event_can_go_on(monkeypatch, caplog) -> None:
