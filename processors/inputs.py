@@ -17,13 +17,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 
 import faust
 from faust.types import TP
 
 from govbus.processors import metrics
 from govbus.processors.assigned import AssignedPartitions
+from govbus.processors.gate import Output
 from govbus.processors.offsets import OffsetLedger, Partition, Verdict
 from govbus.processors.partition_store import PartitionStore
 from govbus.settings import Settings
@@ -41,6 +42,8 @@ class Inputs:
         self.app = app
         self.settings = settings
         self.ledgers: list[OffsetLedger] = []
+        self._held: set[asyncio.Task[None]] = set()  # outputs waiting for their state write (send_after)
+        self.failed: BaseException | None = None  # a held send failed: commit nothing more
         self._loaders: list[tuple[AssignedPartitions, Callable[[set[TP]], Iterable]]] = []
 
         @app.on_partitions_assigned.connect
@@ -67,7 +70,33 @@ class Inputs:
         return store
 
     def ready(self) -> bool:
-        return all(loader.ready() for loader, _ in self._loaders)
+        return self.failed is None and all(loader.ready() for loader, _ in self._loaders)
+
+    def send_after(self, stored: Awaitable[object], outputs: list[Output], send: Callable[[Output], Awaitable[object]]) -> None:
+        """Send an event's outputs once the broker has its state write.
+
+        Why: if a worker dies with the outputs stored but not the state, the restarted gate
+        decides the event again from the older state, and events of several topics may then
+        come in another order: the same entity version would be published twice with different
+        contents (seen in CI). With the state stored first, a redelivered event finds it and
+        re-emits exactly the same outputs. The agent does not wait (that would cost a broker
+        round trip per event); `commit` waits for every held send before it commits."""
+        async def after() -> None:
+            await stored
+            for output in outputs:
+                await send(output)
+
+        task = asyncio.ensure_future(after())
+        self._held.add(task)
+        task.add_done_callback(self._release)
+
+    def _release(self, task: asyncio.Task[None]) -> None:
+        self._held.discard(task)
+        if not task.cancelled() and task.exception() is not None and self.failed is None:
+            self.failed = task.exception()
+            log.error("sending outputs after their state write failed (%s): this worker commits nothing more and "
+                      "reports not ready; restart it, and the events since the last commit are handled again",
+                      self.failed)
 
     async def admitted(self, stream: faust.StreamT, ledger: OffsetLedger) -> AsyncIterator[faust.EventT]:
         """The stream's events, each input partition in offset order without gaps or repeats."""
@@ -124,7 +153,11 @@ class Inputs:
         chosen = {ledger: ledger.to_commit() for ledger in self.ledgers}
         if not any(chosen.values()):
             return
+        if self._held:
+            await asyncio.gather(*self._held, return_exceptions=True)
         await self.app.producer.flush()  # what the handled events wrote is stored before we say so
+        if self.failed is not None:
+            return  # outputs of handled events may be missing: they must be handled again
         offsets = {TP(*partition): offset for each in chosen.values() for partition, offset in each.items()}
         try:
             committed = await self.app.consumer._commit(offsets)  # the driver's commit: acks are off for these topics

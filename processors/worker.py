@@ -9,6 +9,7 @@ finishes the event in hand; the worker flushes the producer and commits what was
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -67,11 +68,14 @@ def _gate_agent(app: faust.App, inputs: Inputs, ledger: OffsetLedger, logic: Gat
             step = logic.handle(message.topic, message.partition, message.offset, event.key,
                                 event.value, _headers(message.headers), store.get(message.partition, event.key))
             _count("gate", logic.library, step.outputs, logic.names)
-            if step.golden is not None:
-                store.put(message.partition, event.key, step.golden)
-                await send(Output(store.topic, event.key, step.golden, []), partition=message.partition)
-            for output in step.outputs:
-                await send(output)
+            if step.golden is None:
+                for output in step.outputs:
+                    await send(output)
+                continue
+            store.put(message.partition, event.key, step.golden)
+            stored = await send(Output(store.topic, event.key, step.golden, []), partition=message.partition)
+            if step.outputs:
+                inputs.send_after(stored, step.outputs, send)
 
     gate.__name__ = f"gate_{logic.library}"
     return gate
@@ -86,7 +90,6 @@ def _headers(headers: object) -> list[tuple[str, bytes]]:
 def register_router(app: faust.App, settings: Settings, catalog: Catalog, inputs: Inputs) -> Registered:
     """An agent per library on ``shared.<library>``, the subscription watcher, and the
     backfill agent on ``control.subscriptions`` (one partition: one instance does each)."""
-    import asyncio
     import threading
 
     from govbus.processors.golden import GoldenFormat
@@ -139,7 +142,6 @@ def register_router(app: faust.App, settings: Settings, catalog: Catalog, inputs
 
 
 def _router_agent(inputs: Inputs, ledger: OffsetLedger, logic, heads: PartitionStore, book, send) -> Callable:
-    import asyncio
 
     async def route(stream: faust.StreamT) -> None:
         async for event in inputs.admitted(stream, ledger):
@@ -188,10 +190,12 @@ def _genesis() -> str:
 def _sender(app: faust.App) -> Callable:
     topics: dict[str, faust.TopicT] = {}
 
-    async def send(output, partition: int | None = None) -> None:
+    async def send(output, partition: int | None = None) -> asyncio.Future:
+        """Hand `output` to the producer; the future it returns is done when the broker has it."""
         if output.topic not in topics:
             topics[output.topic] = app.topic(output.topic, key_serializer="raw", value_serializer="raw")
-        await topics[output.topic].send(key=output.key, value=output.value, headers=output.headers, partition=partition)
+        return await topics[output.topic].send(key=output.key, value=output.value, headers=output.headers,
+                                               partition=partition)
 
     return send
 

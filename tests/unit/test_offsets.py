@@ -114,3 +114,65 @@ def test_offsets_compacted_away_are_not_waited_for() -> None:
     log = [10, 13, 14, 17]  # a compacted topic: 11, 12, 15 and 16 were removed
     seen, seeks, commit = handled_through(log, log=log)
     assert (seen, seeks, commit) == (log, [], {(TOPIC, 0): 18})
+
+
+# -- send_after: an event's outputs follow its state write -----------------------------------
+class FakeWorker:
+    """An Inputs with a producer and a consumer that record what they were asked."""
+
+    def __init__(self) -> None:
+        self.commits: list[dict] = []
+        self.inputs = Inputs.__new__(Inputs)
+        self.inputs.app = SimpleNamespace(producer=SimpleNamespace(flush=self._flush),
+                                          consumer=SimpleNamespace(_commit=self._commit))
+        self.inputs._held, self.inputs.failed, self.inputs._loaders = set(), None, []
+        self.inputs.ledgers = [KnownLedger({(TOPIC, 0): 0})]
+
+    async def _flush(self) -> None:
+        return None
+
+    async def _commit(self, offsets: dict) -> bool:
+        self.commits.append(dict(offsets))
+        return True
+
+
+def test_outputs_wait_for_the_state_write_and_a_commit_waits_for_the_outputs() -> None:
+    worker, sent = FakeWorker(), []
+
+    async def send(output) -> None:
+        sent.append(output)
+
+    async def scenario() -> tuple[list, list]:
+        ledger = worker.inputs.ledgers[0]
+        await ledger.assign([(TOPIC, 0)])
+        stored = asyncio.get_running_loop().create_future()
+        worker.inputs.send_after(stored, ["shared", "conflict"], send)
+        ledger.handled((TOPIC, 0), 0)
+        await asyncio.sleep(0.01)
+        before = list(sent)
+        asyncio.get_running_loop().call_later(0.05, stored.set_result, "acknowledged")
+        await worker.inputs.commit()  # must not commit offset 1 before both outputs went out
+        return before, list(sent)
+
+    before, after = asyncio.run(scenario())
+    assert before == [] and after == ["shared", "conflict"]
+    assert worker.commits == [{(TOPIC, 0): 1}]
+
+
+def test_a_failed_output_send_stops_commits_and_readiness() -> None:
+    worker = FakeWorker()
+
+    async def send(output) -> None:
+        raise OSError("broker gone")
+
+    async def scenario() -> None:
+        ledger = worker.inputs.ledgers[0]
+        await ledger.assign([(TOPIC, 0)])
+        stored = asyncio.get_running_loop().create_future()
+        stored.set_result("acknowledged")
+        worker.inputs.send_after(stored, ["shared"], send)
+        ledger.handled((TOPIC, 0), 0)
+        await worker.inputs.commit()
+
+    asyncio.run(scenario())
+    assert worker.commits == [] and not worker.inputs.ready()
