@@ -3,9 +3,10 @@
 Kept free of Kafka and of the store so that the rules are tested alone:
 
 - `to_delivery`: a decoded record and its headers → the store's delivery dict. The bus's
-  version of the entity is the record's ``sequence``; only the fields the delivery sets
-  (``fields_set``) are written, every other column keeps its value; the delivery time is the
-  router's ROUTED_AT stamp.
+  version of the entity is the record's ``sequence``; the delivery writes the entity's whole
+  image at that version (every delivered field, unset ones null), so the row at the highest
+  version is right whatever arrived before it; the delivery time is the router's ROUTED_AT
+  stamp.
 - `table_columns`: the typed columns of a library table, from its schema's field metadata.
 - `parse_replay`: what ``--replay-from`` means.
 """
@@ -20,7 +21,7 @@ from typing import Any, Literal
 from govbus.consumers.stores import column_type
 from govbus.errors import GovbusError
 from govbus.producers.records import parse_timestamp
-from govbus.schemas.framing import ACCEPTED_AT, BACKFILL, MASKED, ROUTED_AT, SUBSCRIPTION, header_map
+from govbus.schemas.framing import ACCEPTED_AT, BACKFILL, IMAGE, MASKED, ROUTED_AT, SUBSCRIPTION, header_map
 from govbus.schemas.registry import SchemaVersion
 
 REPLAY_FORMS = "beginning, an ISO-8601 time (e.g. 2025-03-01T08:00:00+08:00; no offset means China time) " \
@@ -89,19 +90,31 @@ def to_delivery(record: Mapping[str, Any], headers: Mapping[str, bytes],
                 message_time: datetime | None = None) -> dict[str, Any]:
     """The store delivery for one decoded delivery record.
 
-    ``fields`` is ``fields_set`` restricted to the fields the reader's schema has (a reader
-    pinned to an older version drops the newer fields); ``data`` holds exactly those. The
+    ``fields`` is every field of the delivered image (the IMAGE header: the subscription's
+    fields) that the reader's schema has (a reader pinned to an older version drops the newer
+    fields); ``data`` holds exactly those, and ``changed`` the ones this version changed
+    (``fields_set``). A delivery without the IMAGE header writes only what it changed.
+
+    Why the whole image and not only the changed fields: a store applies by version and
+    ignores what is not newer, so a partial write is right only if every earlier version
+    arrived first. That is not so when a live change and an approval's backfill race (the
+    live version 2 arrives before the backfill's snapshot of version 2, which is then
+    ignored, and version 1 was routed before the approval): writing only the changed fields
+    left the other columns empty for good (seen in CI). The router sends the whole image
+    anyway. The
     delivery time is ROUTED_AT, else ACCEPTED_AT, else the Kafka message time. The extra
     keys (event id, subscription, masked fields) are for callbacks and objections; stores
     ignore them."""
     data = record.get("data") or {}
     deleting = record["op"] == "DELETE"
-    fields = [] if deleting else [name for name in record["fields_set"] if name in data]
+    changed = [] if deleting else [name for name in record["fields_set"] if name in data]
+    image = headers.get(IMAGE)
+    fields = changed if deleting or image is None else [name for name in image.decode().split(",") if name in data]
     masked = headers.get(MASKED)
     subscription = headers.get(SUBSCRIPTION)
     return {
         "entity_id": record["entity_id"], "version": record["sequence"], "op": record["op"],
-        "data": {name: data[name] for name in fields}, "fields": fields,
+        "data": {name: data[name] for name in fields}, "fields": fields, "changed": changed,
         "valid_from": record.get("valid_from"), "recorded_at": record.get("recorded_at"),
         "delivered_at": header_time(headers, ROUTED_AT) or header_time(headers, ACCEPTED_AT) or message_time,
         "backfill": headers.get(BACKFILL) == b"true",

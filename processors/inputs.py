@@ -42,7 +42,8 @@ class Inputs:
         self.app = app
         self.settings = settings
         self.ledgers: list[OffsetLedger] = []
-        self._held: set[asyncio.Task[None]] = set()  # outputs waiting for their state write (send_after)
+        self._held: set[asyncio.Future[None]] = set()  # outputs waiting for their state write (send_after)
+        self._last_held: asyncio.Future[None] | None = None
         self.failed: BaseException | None = None  # a held send failed: commit nothing more
         self._loaders: list[tuple[AssignedPartitions, Callable[[set[TP]], Iterable]]] = []
 
@@ -72,25 +73,33 @@ class Inputs:
     def ready(self) -> bool:
         return self.failed is None and all(loader.ready() for loader, _ in self._loaders)
 
-    def send_after(self, stored: Awaitable[object], outputs: list[Output], send: Callable[[Output], Awaitable[object]]) -> None:
-        """Send an event's outputs once the broker has its state write.
+    def send_after(self, stored: Awaitable[object] | None, outputs: list[Output],
+                   send: Callable[[Output], Awaitable[object]]) -> None:
+        """Send an event's outputs once the broker has its state write (`stored`, if it made
+        one) and the outputs of every event before it were handed to the producer.
 
-        Why: if a worker dies with the outputs stored but not the state, the restarted gate
-        decides the event again from the older state, and events of several topics may then
-        come in another order: the same entity version would be published twice with different
-        contents (seen in CI). With the state stored first, a redelivered event finds it and
-        re-emits exactly the same outputs. The agent does not wait (that would cost a broker
-        round trip per event); `commit` waits for every held send before it commits."""
+        Why after the state write: if a worker dies with the outputs stored but not the state,
+        the restarted gate decides the event again from the older state, and events of several
+        topics may then come in another order: the same entity version would be published
+        twice with different contents (seen in CI). With the state stored first, a redelivered
+        event finds it and re-emits exactly the same outputs. Why in turn: an entity's
+        versions must reach ``shared`` in order. The agent does not wait (that would cost a
+        broker round trip per event); `commit` waits for every held send before it commits."""
+        previous = self._last_held
+
         async def after() -> None:
-            await stored
+            if stored is not None:
+                await stored
+            if previous is not None and not previous.done():
+                await asyncio.wait([previous])  # its failure is its own task's to report
             for output in outputs:
                 await send(output)
 
-        task = asyncio.ensure_future(after())
+        task = self._last_held = asyncio.ensure_future(after())
         self._held.add(task)
         task.add_done_callback(self._release)
 
-    def _release(self, task: asyncio.Task[None]) -> None:
+    def _release(self, task: asyncio.Future[None]) -> None:
         self._held.discard(task)
         if not task.cancelled() and task.exception() is not None and self.failed is None:
             self.failed = task.exception()

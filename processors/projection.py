@@ -47,7 +47,7 @@ class ProjectionError(GovbusError, ValueError):
 class Projector:
     """What one subscription receives; `project` is called per change."""
 
-    __slots__ = ("subscription_id", "department", "library", "purpose", "fields", "masked",
+    __slots__ = ("subscription_id", "department", "library", "purpose", "fields", "image_header", "masked",
                  "_active", "_expires_at", "_plan", "_filters", "_triggers", "_field_set",
                  "_pseudonym_hmac")
 
@@ -73,6 +73,7 @@ class Projector:
                 plan.append((name, masks[rule] if rule is not None else None))
         self._plan: tuple[tuple[str, Mask | None], ...] = tuple(plan)
         self.fields = tuple(name for name, _ in plan)
+        self.image_header = ",".join(self.fields)  # sent with every delivery: see deliveries.to_delivery
         self.masked = tuple(name for name, rule in plan if rule is not None)
         self._field_set = frozenset(self.fields)
         self._filters = parse_filters(subscription.filters)

@@ -34,7 +34,7 @@ from govbus.processors.projection import Projector
 from govbus.reading import read_topic
 from govbus.processors.subscriptions import Subscription
 from govbus.schemas.codec import Codec
-from govbus.schemas.framing import (BACKFILL, MASKED, PURPOSE, ROUTED_AT, SUBSCRIPTION, Headers, entity_key,
+from govbus.schemas.framing import (BACKFILL, IMAGE, MASKED, PURPOSE, ROUTED_AT, SUBSCRIPTION, Headers, entity_key,
                                     header_map, now_millis, with_headers)
 from govbus.settings import Settings
 from govbus.topics import apply as topic_apply
@@ -154,6 +154,7 @@ class RouterLogic:
         key = entity_key(self.secret, self.library, delivered["entity_id"])
         out_headers = with_headers(headers, ce_subject=key, **{
             SUBSCRIPTION: projector.subscription_id, PURPOSE: projector.purpose, MASKED: ",".join(masked),
+            IMAGE: projector.image_header,
             BACKFILL: "true" if delivered["backfill"] else "false", ROUTED_AT: now_millis()})
         sharing_record = chain.record_delivery(projector, change, delivered, masked, delivered_at, offset)
         self.deliveries += 1

@@ -68,12 +68,10 @@ def _gate_agent(app: faust.App, inputs: Inputs, ledger: OffsetLedger, logic: Gat
             step = logic.handle(message.topic, message.partition, message.offset, event.key,
                                 event.value, _headers(message.headers), store.get(message.partition, event.key))
             _count("gate", logic.library, step.outputs, logic.names)
-            if step.golden is None:
-                for output in step.outputs:
-                    await send(output)
-                continue
-            store.put(message.partition, event.key, step.golden)
-            stored = await send(Output(store.topic, event.key, step.golden, []), partition=message.partition)
+            stored = None
+            if step.golden is not None:
+                store.put(message.partition, event.key, step.golden)
+                stored = await send(Output(store.topic, event.key, step.golden, []), partition=message.partition)
             if step.outputs:
                 inputs.send_after(stored, step.outputs, send)
 

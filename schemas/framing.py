@@ -38,6 +38,7 @@ SOURCE_DEPARTMENT = "govbus_source_department"
 SUBSCRIPTION = "govbus_subscription"  # the subscription a delivery was made under
 PURPOSE = "govbus_purpose"  # the purpose that subscription declared
 MASKED = "govbus_masked"  # comma-separated names of the fields delivered masked
+IMAGE = "govbus_image"  # comma-separated names of the fields whose values the delivery carries: its subscription's
 
 SPEC_VERSION = b"1.0"
 CONTENT_TYPE = b"application/avro"

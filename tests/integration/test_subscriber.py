@@ -29,7 +29,7 @@ from govbus.processes import settings_environment
 from govbus.producers.generate import generate
 from govbus.producers.records import to_event
 from govbus.schemas.codec import default_codec
-from govbus.schemas.framing import (ACCEPTED_AT, BACKFILL, MASKED, PURPOSE, ROUTED_AT, SUBSCRIPTION,
+from govbus.schemas.framing import (ACCEPTED_AT, BACKFILL, IMAGE, MASKED, PURPOSE, ROUTED_AT, SUBSCRIPTION,
                                     cloudevent_headers, entity_key, now_millis)
 from govbus.schemas.registry import default_registry
 from govbus.topics import apply as topic_apply
@@ -79,7 +79,8 @@ def deliver(bus, records: list[dict[str, Any]], *, department: str = DEPARTMENT,
         key = entity_key(secret, LIBRARY, record["entity_id"])
         headers = cloudevent_headers(record, LIBRARY, version or 2, key) + [
             (ACCEPTED_AT, now_millis()), (ROUTED_AT, now_millis()), (BACKFILL, b"false"),
-            (SUBSCRIPTION, b"sub-test"), (PURPOSE, b"administrative_basis"), (MASKED, b"")]
+            (SUBSCRIPTION, b"sub-test"), (PURPOSE, b"administrative_basis"), (MASKED, b""),
+            (IMAGE, ",".join(DELIVERED).encode())]
         producer.send(bus.names.deliver(department, LIBRARY), key=key, value=codec.encode(LIBRARY, record, version),
                       headers=headers)
     producer.flush()
@@ -87,7 +88,7 @@ def deliver(bus, records: list[dict[str, Any]], *, department: str = DEPARTMENT,
 
 
 def projection(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """What the store must hold: per live entity, the fields as last set, and its version."""
+    """What the store must hold: per live entity, the image of its highest version."""
     expected: dict[str, dict[str, Any]] = {}
     for record in sorted(records, key=lambda r: r["sequence"]):
         current = expected.get(record["entity_id"])
@@ -96,10 +97,7 @@ def projection(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
         if record["op"] == "DELETE":
             expected[record["entity_id"]] = {"version": record["sequence"], "deleted": True}
             continue
-        row = {**(current or {}), "version": record["sequence"]}
-        row.pop("deleted", None)
-        row.update({name: record["data"][name] for name in record["fields_set"] if name in DELIVERED})
-        expected[record["entity_id"]] = row
+        expected[record["entity_id"]] = {"version": record["sequence"], **{name: record["data"][name] for name in DELIVERED}}
     return {entity: row for entity, row in expected.items() if not row.get("deleted")}
 
 

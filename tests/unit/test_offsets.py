@@ -125,7 +125,7 @@ class FakeWorker:
         self.inputs = Inputs.__new__(Inputs)
         self.inputs.app = SimpleNamespace(producer=SimpleNamespace(flush=self._flush),
                                           consumer=SimpleNamespace(_commit=self._commit))
-        self.inputs._held, self.inputs.failed, self.inputs._loaders = set(), None, []
+        self.inputs._held, self.inputs._last_held, self.inputs.failed, self.inputs._loaders = set(), None, None, []
         self.inputs.ledgers = [KnownLedger({(TOPIC, 0): 0})]
 
     async def _flush(self) -> None:
@@ -157,6 +157,29 @@ def test_outputs_wait_for_the_state_write_and_a_commit_waits_for_the_outputs() -
     before, after = asyncio.run(scenario())
     assert before == [] and after == ["shared", "conflict"]
     assert worker.commits == [{(TOPIC, 0): 1}]
+
+
+def test_an_events_outputs_never_overtake_those_of_the_events_before_it() -> None:
+    worker, sent = FakeWorker(), []
+
+    async def send(output) -> None:
+        await asyncio.sleep(0)  # a producer may yield before it queues the message
+        sent.append(output)
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        first, second = loop.create_future(), loop.create_future()
+        worker.inputs.send_after(first, ["version 1", "conflict 1"], send)
+        worker.inputs.send_after(second, ["version 2"], send)
+        worker.inputs.send_after(None, ["dead letter 3"], send)  # no state write of its own
+        second.set_result("acknowledged")
+        await asyncio.sleep(0.01)
+        assert sent == [], "version 2 waits for version 1, whose state write is not stored yet"
+        first.set_result("acknowledged")
+        await asyncio.gather(*worker.inputs._held)
+
+    asyncio.run(scenario())
+    assert sent == ["version 1", "conflict 1", "version 2", "dead letter 3"]
 
 
 def test_a_failed_output_send_stops_commits_and_readiness() -> None:

@@ -15,7 +15,7 @@ from govbus.consumers.progress import Progress
 from govbus.consumers.stores import open_store
 from govbus.consumers.tables import Tables
 from govbus.schemas.codec import default_codec
-from govbus.schemas.framing import BACKFILL, MASKED, ROUTED_AT, SUBSCRIPTION
+from govbus.schemas.framing import BACKFILL, IMAGE, MASKED, ROUTED_AT, SUBSCRIPTION
 from govbus.schemas.registry import default_registry
 
 T0 = datetime(2025, 3, 1, 8, 0, tzinfo=timezone.utc)
@@ -31,19 +31,43 @@ def delivered(op: str = "UPSERT", sequence: int = 3, **data: object) -> dict:
             "valid_from": None, "recorded_at": T0, "data": {**dict.fromkeys(POPULATION_FIELDS), **data}}
 
 
-def headers(routed: datetime = T0, backfill: bool = False) -> dict[str, bytes]:
+SUBSCRIBED = ("citizen_id", "name", "sex", "marital_status")
+
+
+def headers(routed: datetime = T0, backfill: bool = False, image: tuple[str, ...] | None = None) -> dict[str, bytes]:
     return {ROUTED_AT: str(int(routed.timestamp() * 1000)).encode(), BACKFILL: b"true" if backfill else b"false",
-            SUBSCRIPTION: b"sub-9", MASKED: b"name"}
+            SUBSCRIPTION: b"sub-9", MASKED: b"name", IMAGE: ",".join(SUBSCRIBED if image is None else image).encode()}
 
 
 # -- message → delivery ---------------------------------------------------------------
-def test_a_delivery_writes_only_the_fields_it_sets_at_the_bus_version() -> None:
+def test_a_delivery_writes_the_subscriptions_whole_image_at_the_bus_version() -> None:
     delivery = to_delivery(delivered(sequence=7, name="李*", marital_status="married"), headers(backfill=True))
     assert delivery["version"] == 7 and delivery["op"] == "UPSERT"
-    assert delivery["fields"] == ["name", "marital_status"]
-    assert delivery["data"] == {"name": "李*", "marital_status": "married"}, "unset fields must not clear columns"
+    assert delivery["fields"] == list(SUBSCRIBED) and delivery["changed"] == ["name", "marital_status"]
+    assert delivery["data"] == {"citizen_id": None, "name": "李*", "sex": None, "marital_status": "married"}
     assert delivery["delivered_at"] == T0 and delivery["backfill"] is True
     assert (delivery["subscription"], delivery["masked"], delivery["event_id"]) == ("sub-9", ["name"], "e-1")
+
+
+def test_a_delivery_without_its_image_header_writes_only_what_it_changed() -> None:
+    message_headers = {name: value for name, value in headers().items() if name != IMAGE}
+    delivery = to_delivery(delivered(name="李*"), message_headers)
+    assert delivery["fields"] == ["name"] and delivery["data"] == {"name": "李*"}, "unset fields must not clear columns"
+
+
+def test_a_later_version_arriving_first_leaves_the_whole_later_image() -> None:
+    """The race CI caught: version 1 routed before the approval, the live version 2 before the
+    backfill's snapshot of version 2. The store must hold version 2's whole image."""
+    first = delivered(sequence=1, citizen_id="610102199001011234", name="李四", sex="male")
+    renamed = {**first, "sequence": 2, "fields_set": ["name"], "data": {**first["data"], "name": "李五"}}
+    snapshot = {**renamed, "op": "SNAPSHOT", "fields_set": list(SUBSCRIBED)}
+    with open_store("sqlite:///:memory:") as store:
+        store.ensure_table("population", table_columns(REGISTRY.latest("population")))
+        for record, backfill in ((renamed, False), (snapshot, True), (first, False)):
+            store.apply("population", [to_delivery(record, headers(backfill=backfill))])
+        row = store.get("population", first["entity_id"])
+    assert row["version"] == 2
+    assert (row["citizen_id"], row["name"], row["sex"], row["marital_status"]) == ("610102199001011234", "李五", "male", None)
 
 
 def test_a_delivery_without_routing_stamp_is_dated_by_its_message_time() -> None:
@@ -61,13 +85,13 @@ def test_a_reader_pinned_to_v1_drops_the_field_v2_added() -> None:
     event["data"] = {name: event["data"].get(name) for name in REGISTRY.policy("population", 2)}
     payload = default_codec().encode("population", event, version=2)
     schema, record = default_codec().decode(payload, reader_version=1)
-    delivery = to_delivery(record, headers())
+    delivery = to_delivery(record, headers(image=("name", "residence_region")))
     assert schema.version == 1 and delivery["fields"] == ["name"] and delivery["data"] == {"name": "王五"}
 
 
 @given(st.lists(st.sampled_from(POPULATION_FIELDS), unique=True))
 def test_data_and_fields_always_agree(fields: list[str]) -> None:
-    delivery = to_delivery(delivered(**{name: "v" for name in fields}), headers())
+    delivery = to_delivery(delivered(**{name: "v" for name in fields}), headers(image=tuple(fields)))
     assert delivery["fields"] == fields and set(delivery["data"]) == set(fields)
 
 
