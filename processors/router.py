@@ -10,15 +10,14 @@ the chain's head in ``audit.heads.<library>`` (a ``PartitionStore``, restored on
 
 Subscriptions are read by every instance from ``control.subscriptions`` (``SubscriptionBook``)
 so that a revocation stops deliveries at once everywhere. A new approval makes the delivery
-topic and then a backfill of the current state (``Backfill``), marked as such.
+topic, and each shared partition's owner then delivers the current state of its partition
+(``backfill``), marked as such, before it routes the partition's next change.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
-import uuid
 from collections.abc import Iterable
 from datetime import datetime, timezone
 from typing import Any
@@ -29,9 +28,7 @@ from govbus import clients
 from govbus.processors import audit
 from govbus.processors import subscriptions as rules
 from govbus.processors.gate import Output
-from govbus.processors.golden import Golden, GoldenFormat
 from govbus.processors.projection import Projector
-from govbus.reading import read_topic
 from govbus.processors.subscriptions import Subscription
 from govbus.schemas.codec import Codec
 from govbus.schemas.framing import (BACKFILL, IMAGE, MASKED, PURPOSE, ROUTED_AT, SUBSCRIPTION, Headers, entity_key,
@@ -42,7 +39,6 @@ from govbus.topics.catalog import Catalog
 from govbus.topics.names import AUDIT, SUBSCRIPTIONS, TopicNames
 
 log = logging.getLogger("govbus.router")
-_BACKFILL_NAMESPACE = uuid.UUID("7f3b0c52-1d7e-4c59-9e55-5a8f1f0f6a21")
 
 
 class SubscriptionBook:
@@ -168,39 +164,3 @@ def shared_change(record: dict[str, Any], backfill: bool) -> dict[str, Any]:
             "fields_set": record["fields_set"], "data": record["data"], "backfill": backfill,
             "source_department": record["source_department"], "event_id": record["event_id"],
             "valid_from": record["valid_from"], "recorded_at": record["recorded_at"]}
-
-
-class Backfill:
-    """The initial load of a new approval: the current state of every matching entity, once."""
-
-    def __init__(self, logic: RouterLogic, settings: Settings, golden_format: GoldenFormat) -> None:
-        self.logic = logic
-        self.settings = settings
-        self.golden_format = golden_format
-
-    def run(self, subscription: Subscription) -> list[Output]:
-        projector = Projector.for_subscription(subscription, self.logic.codec.registry, self.settings.key_secret.encode())
-        approved_at = subscription.decision.at
-        chain = audit.AuditChain(f"backfill/{subscription.id}")
-        outputs: list[Output] = []
-        for golden in self._current_state():
-            record = self._snapshot(golden)
-            change = shared_change(record, backfill=True)
-            outputs += self.logic.deliver(projector, change, record, [], chain, approved_at, None)
-        return outputs
-
-    def _current_state(self) -> list[Golden]:
-        latest = {message.key: message.value for message in
-                  read_topic(self.settings, TopicNames(self.settings.topic_prefix).state(self.logic.library))}
-        goldens = (self.golden_format.load(json.loads(value)) for value in latest.values() if value)
-        return sorted((g for g in goldens if not g.deleted and g.values), key=lambda g: g.entity_id)
-
-    def _snapshot(self, golden: Golden) -> dict[str, Any]:
-        stamps = list(golden.stamps.values())
-        data = dict.fromkeys(self.logic.codec.registry.policy(self.logic.library))
-        data.update(golden.values)
-        return {"event_id": str(uuid.uuid5(_BACKFILL_NAMESPACE, f"{golden.entity_id}/{golden.version}")),
-                "entity_id": golden.entity_id, "op": "SNAPSHOT", "fields_set": sorted(golden.values),
-                "source_department": "govbus", "source_system": "govbus-router", "sequence": golden.version,
-                "valid_from": max((s.valid_from for s in stamps if s.valid_from), default=None),
-                "recorded_at": max(s.recorded_at for s in stamps), "data": data}

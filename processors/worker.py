@@ -30,6 +30,7 @@ from govbus.settings import Settings
 from govbus.topics.catalog import Catalog, load_catalog
 
 log = logging.getLogger("govbus.processors")
+BACKFILL_CHECK_SECONDS = 1.0  # how often a router looks for owned partitions that owe a new approval's backfill
 
 @dataclass(frozen=True)
 class Registered:
@@ -86,13 +87,13 @@ def _headers(headers: object) -> list[tuple[str, bytes]]:
 
 
 def register_router(app: faust.App, settings: Settings, catalog: Catalog, inputs: Inputs) -> Registered:
-    """An agent per library on ``shared.<library>``, the subscription watcher, and the
-    backfill agent on ``control.subscriptions`` (one partition: one instance does each)."""
+    """An agent per library on ``shared.<library>``, each delivering the backfills its partitions
+    owe (see ``backfill``), and the subscription watcher every instance runs."""
     import threading
 
+    from govbus.processors.backfill import Backfill, PartitionBackfills
     from govbus.processors.golden import GoldenFormat
-    from govbus.processors.router import Backfill, RouterLogic, SubscriptionBook
-    from govbus.processors import subscriptions as rules
+    from govbus.processors.router import RouterLogic, SubscriptionBook
 
     topic_names = names(settings)
     codec = default_codec()
@@ -110,36 +111,18 @@ def register_router(app: faust.App, settings: Settings, catalog: Catalog, inputs
         logic = logics[library.library] = RouterLogic(library.library, settings, codec, book)
         shared = topic_names.shared(library.library)
         heads = inputs.store(topic_names.audit_heads(library.library), [shared])
-        agent = _router_agent(inputs, inputs.ledger([shared]), logic, heads, book, send)
+        backfill = Backfill(logic, settings, GoldenFormat(codec.registry.policy(library.library)))
+        backfills = PartitionBackfills(backfill, book, heads, send)
+        agent = _router_agent(inputs, inputs.ledger([shared]), logic, heads, book, backfills, send)
         app.agent(inputs.topic(shared), name=f"router-{library.library}")(agent)
+        app.timer(BACKFILL_CHECK_SECONDS, name=f"backfill-{library.library}")(backfills.settle_owned)
 
-    backfills = {name: Backfill(logic, settings, GoldenFormat(codec.registry.policy(name))) for name, logic in logics.items()}
-
-    subscriptions_topic = topic_names.bus("control.subscriptions")
-    subscriptions_ledger = inputs.ledger([subscriptions_topic])
-
-    async def backfill(stream: faust.StreamT) -> None:
-        async for event in inputs.admitted(stream, subscriptions_ledger):
-            if event.value is None:
-                continue
-            subscription = rules.from_json(event.value)
-            if subscription.state != "approved" or subscription.decision.state != "approved":
-                continue
-            while not book.ready.is_set():
-                await asyncio.sleep(0.1)
-            book.apply([(event.key, event.value)])  # its delivery topic exists before we write to it
-            outputs = await asyncio.get_running_loop().run_in_executor(None, backfills[subscription.library].run, subscription)
-            for output in outputs:
-                await send(output)
-            log.info("backfilled %d deliveries for %s", len(outputs) // 2, subscription.id)
-
-    app.agent(inputs.topic(subscriptions_topic), name="router-backfill")(backfill)
     return Registered(lambda: {"deliveries": {name: logic.deliveries for name, logic in logics.items()},
                                "subscriptions_active": sum(len(p) for p in book.by_library.values())},
                       lambda: book.ready.is_set() and inputs.ready())
 
 
-def _router_agent(inputs: Inputs, ledger: OffsetLedger, logic, heads: PartitionStore, book, send) -> Callable:
+def _router_agent(inputs: Inputs, ledger: OffsetLedger, logic, heads: PartitionStore, book, backfills, send) -> Callable:
 
     async def route(stream: faust.StreamT) -> None:
         async for event in inputs.admitted(stream, ledger):
@@ -148,6 +131,7 @@ def _router_agent(inputs: Inputs, ledger: OffsetLedger, logic, heads: PartitionS
             message = event.message
             if not await heads.wait(message.partition):
                 continue  # the partition was revoked while it was being restored
+            await backfills.settle(message.partition, book.projectors(logic.library))
             chain_id = f"{logic.library}/{message.partition}".encode()
             head = heads.get(message.partition, chain_id)
             outputs, new_head = logic.route(event.value, _headers(message.headers), message.partition,

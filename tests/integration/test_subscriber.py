@@ -71,7 +71,8 @@ def changes(count: int, seed: int) -> list[dict[str, Any]]:
     return records
 
 
-def deliver(bus, records: list[dict[str, Any]], *, department: str = DEPARTMENT, version: int | None = None) -> None:
+def deliver(bus, records: list[dict[str, Any]], *, department: str = DEPARTMENT, version: int | None = None,
+            image: tuple[str, ...] = DELIVERED) -> None:
     """Write deliveries as the router does."""
     producer = clients.producer(bus.settings, linger_ms=20)
     secret, codec = bus.settings.key_secret.encode(), default_codec()
@@ -80,7 +81,7 @@ def deliver(bus, records: list[dict[str, Any]], *, department: str = DEPARTMENT,
         headers = cloudevent_headers(record, LIBRARY, version or 2, key) + [
             (ACCEPTED_AT, now_millis()), (ROUTED_AT, now_millis()), (BACKFILL, b"false"),
             (SUBSCRIPTION, b"sub-test"), (PURPOSE, b"administrative_basis"), (MASKED, b""),
-            (IMAGE, ",".join(DELIVERED).encode())]
+            (IMAGE, ",".join(image).encode())]
         producer.send(bus.names.deliver(department, LIBRARY), key=key, value=codec.encode(LIBRARY, record, version),
                       headers=headers)
     producer.flush()
@@ -226,10 +227,10 @@ def test_a_subscriber_pinned_to_v1_reads_events_written_with_v2(bus, tmp_path: P
     make_delivery_topic(bus)
     records = changes(10, seed=17)
     for record in records:
-        if record["op"] != "DELETE" and record["sequence"] == 1:
-            record["data"]["residence_region"] = "610113"
-            record["fields_set"] = [*record["fields_set"], "residence_region"]
-    deliver(bus, records, version=2)
+        if record["op"] != "DELETE":  # every version's image has the v2 field; the first sets it
+            record["data"] = {**record["data"], "residence_region": "610113"}
+            record["fields_set"] = [*record["fields_set"], *(["residence_region"] if record["sequence"] == 1 else [])]
+    deliver(bus, records, version=2, image=(*DELIVERED, "residence_region"))
     pinned, latest = f"sqlite:///{tmp_path}/v1.db", f"sqlite:///{tmp_path}/v2.db"
     with Subscriber(bus.settings, DEPARTMENT, [LIBRARY], pinned, reader_versions={LIBRARY: 1}) as subscriber:
         subscriber.catch_up(timeout=120)
