@@ -48,6 +48,11 @@ class Settings(BaseSettings):
     processor_host: str = Field("127.0.0.1", description="Address a processor worker's /health and /metrics bind to "
                                                          "(0.0.0.0 in a container, so that Prometheus can scrape it).")
     processor_port: int = Field(6066, description="Health and metrics port of a processor worker (127.0.0.1).")
+    processor_session_timeout: float = Field(
+        45.0, ge=6, le=300,
+        description="Seconds without a heartbeat after which a processor worker counts as dead and its partitions "
+                    "move to the others (Kafka's default; lower fails over sooner, but a worker paused that long, "
+                    "e.g. by a loaded host, then loses its partitions for nothing).")
     freshness_interval: float = Field(10.0, gt=0, description="Seconds between the freshness processor's reports to metrics.freshness.")
     topic_prefix: str = Field("", description="Namespace before every topic name (e.g. per environment).")
     key_secret: str = Field(

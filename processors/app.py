@@ -38,6 +38,8 @@ def make_app(settings: Settings, processors: Iterable[str]) -> faust.App:
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
         broker_commit_interval=1.0,
+        broker_session_timeout=settings.processor_session_timeout,  # how soon a killed worker's partitions move
+        broker_heartbeat_interval=min(3.0, settings.processor_session_timeout / 3),
         producer_linger=0.005,  # batch a few ms of sends: +22 % end to end in govbus bench
         web_enabled=True,
         web_bind=settings.processor_host,

@@ -56,7 +56,8 @@ class Cluster:
         return self.worker(name, ["gate"])
 
     def worker(self, name: str, processors: list[str]) -> ProcessorProcess:
-        settings = self.settings.model_copy(update={"processor_port": free_port()})
+        # A killed instance's partitions move after 15 s instead of the default 45 s.
+        settings = self.settings.model_copy(update={"processor_port": free_port(), "processor_session_timeout": 15.0})
         return ProcessorProcess(settings, processors, self.home / f"{name}.log", loglevel="info")
 
     def topics(self) -> list[str]:
