@@ -12,8 +12,10 @@ from pathlib import Path
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from govbus.errors import GovbusError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -88,5 +90,11 @@ class Settings(BaseSettings):
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """The process-wide settings; tests build their own ``Settings`` instead."""
-    return Settings()
+    """The process-wide settings; tests build their own ``Settings`` instead. A bad value is
+    one clear error naming the variable, not a traceback."""
+    try:
+        return Settings()
+    except ValidationError as error:
+        problems = "; ".join(f"GOVBUS_{'_'.join(map(str, problem['loc'])).upper()}={problem.get('input')!r}: "
+                             f"{problem['msg']}" for problem in error.errors())
+        raise GovbusError(f"bad setting: {problems}") from None
