@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
 import faust
@@ -115,7 +115,7 @@ def register_router(app: faust.App, settings: Settings, catalog: Catalog, inputs
         backfills = PartitionBackfills(backfill, book, heads, send)
         agent = _router_agent(inputs, inputs.ledger([shared]), logic, heads, book, backfills, send)
         app.agent(inputs.topic(shared), name=f"router-{library.library}")(agent)
-        app.timer(BACKFILL_CHECK_SECONDS, name=f"backfill-{library.library}")(backfills.settle_owned)
+        app.task(_repeating(backfills.settle_owned, BACKFILL_CHECK_SECONDS, f"backfill_{library.library}"))
 
     return Registered(lambda: {"deliveries": {name: logic.deliveries for name, logic in logics.items()},
                                "subscriptions_active": sum(len(p) for p in book.by_library.values())},
@@ -146,6 +146,22 @@ def _router_agent(inputs: Inputs, ledger: OffsetLedger, logic, heads: PartitionS
 
     route.__name__ = f"route_{logic.library}"
     return route
+
+
+def _repeating(action: Callable[[], Awaitable[None]], pause: float, name: str) -> Callable[[], Awaitable[None]]:
+    """A task that runs `action` for ever with `pause` seconds between the end of one run and the
+    next (a faust timer would warn whenever a run, like a backfill, outlasts its interval); a
+    failed run is logged and tried again."""
+    async def repeat() -> None:
+        while True:
+            try:
+                await action()
+            except Exception:  # noqa: BLE001 - said, and tried again after the pause
+                log.exception("%s failed; trying again in %.0f s", name, pause)
+            await asyncio.sleep(pause)
+
+    repeat.__name__ = name
+    return repeat
 
 
 def _count(processor: str, library: str, outputs: list, topic_names) -> None:

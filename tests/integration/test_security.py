@@ -133,3 +133,23 @@ def test_adding_a_principal_whose_password_is_not_stored_here_is_refused_and_cha
         assert health.describe_cluster()["brokers"]
     finally:
         health.close()
+
+
+def test_on_a_development_broker_without_an_authorizer_an_approval_skips_the_acls(tmp_path, catalog) -> None:
+    from govbus.broker.provision import local_broker
+    from govbus.settings import Settings
+    from govbus.topics import apply as topic_apply
+    from govbus.topics.names import TopicNames
+
+    broker = local_broker(Settings(), heap="384m", secured=False)
+    try:
+        settings = broker.admin_settings(home=tmp_path)
+        assert settings.security_protocol == "PLAINTEXT"
+        topic_apply.apply_catalog(settings, catalog, TopicNames(""))
+        asked = control.request(settings, SubscriptionRequest(department="health", library="population",
+                                                              fields=("citizen_id", "marital_status"),
+                                                              purpose="administrative_basis"))
+        approved = control.approve(settings, asked.id, "public_security")
+        assert approved.state == "approved" and control.read_all(settings)[asked.id].state == "approved"
+    finally:
+        broker.close()

@@ -119,7 +119,8 @@ def test_clients_must_authenticate_and_only_the_internal_network_reaches_the_pla
         assert str(env["KAFKA_ALLOW_EVERYONE_IF_NO_ACL_FOUND"]) == "false"
     assert networks["kafka-internal"]["internal"] is True
     on_internal = {name for name, service in services.items() if "kafka-internal" in (service.get("networks") or [])}
-    assert on_internal == {*nodes, "credentials", "topics", "acls"}, "only brokers and one-shot init services"
+    assert on_internal == {*nodes, "credentials", "topics", "acls", "admin"}, "only brokers and one-shot init and tool services"
+    assert services["admin"]["profiles"] == ["tools"], "the operator's tool is run on demand, never by `up`"
     assert all(services[name]["restart"] == "no" for name in on_internal - set(nodes))
 
 
