@@ -13,6 +13,13 @@ projectors that change would be routed with, and marks the partition done in
 ``audit.heads.<library>`` (restored with the chain heads), so a new owner after a rebalance
 knows what is still owed. A backfill cut off by a crash is done again: subscribers apply by
 version, so what arrives twice changes nothing.
+
+The state read may already hold changes the router has not routed yet (the gate writes state
+before ``shared``). Those would arrive twice, in the backfill and live, and a subscriber would
+ignore the live one as not newer: its callbacks would never see that event, and the sharing
+record would say it was delivered twice. So the owner remembers, per entity, the version the
+backfill gave, and skips a live delivery to that subscription that is not newer — until it
+has routed past the end ``shared`` had before the state was read, where every such change lies.
 """
 
 from __future__ import annotations
@@ -21,9 +28,14 @@ import asyncio
 import json
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+
+from kafka import TopicPartition
+
+from govbus import clients
 
 from govbus.processors import audit
 from govbus.processors.gate import Output
@@ -48,6 +60,15 @@ def marker(subscription_id: str) -> bytes:
     return f"backfilled/{subscription_id}".encode()
 
 
+@dataclass(frozen=True, slots=True)
+class Delivered:
+    """One partition's backfill for one subscription."""
+
+    outputs: list[Output]
+    versions: dict[str, int]  # entity id -> the version the backfill delivered
+    shared_end: int  # the end of the shared partition before the state was read
+
+
 class Backfill:
     """The snapshot deliveries of one state partition for one subscription."""
 
@@ -55,16 +76,31 @@ class Backfill:
         self.logic = logic
         self.settings = settings
         self.golden_format = golden_format
-        self.state_topic = TopicNames(settings.topic_prefix).state(logic.library)
+        names = TopicNames(settings.topic_prefix)
+        self.state_topic = names.state(logic.library)
+        self.shared_topic = names.shared(logic.library)
 
-    def run(self, projector: Projector, approved_at: datetime, partition: int) -> list[Output]:
+    def run(self, projector: Projector, approved_at: datetime, partition: int) -> Delivered:
+        shared_end = self._shared_end(partition)  # first: every change before it is in the state read next
         chain = audit.AuditChain(f"backfill/{projector.subscription_id}/{partition}")
         outputs: list[Output] = []
+        versions: dict[str, int] = {}
         for golden in self._current_state(partition):
             record = self._snapshot(golden)
             change = shared_change(record, backfill=True)
-            outputs += self.logic.deliver(projector, change, record, [], chain, approved_at, None)
-        return outputs
+            delivered = self.logic.deliver(projector, change, record, [], chain, approved_at, None)
+            if delivered:
+                outputs += delivered
+                versions[golden.entity_id] = golden.version
+        return Delivered(outputs, versions, shared_end)
+
+    def _shared_end(self, partition: int) -> int:
+        consumer = clients.consumer(self.settings)
+        try:
+            shared = TopicPartition(self.shared_topic, partition)
+            return consumer.end_offsets([shared])[shared]
+        finally:
+            consumer.close()
 
     def _current_state(self, partition: int) -> list[Golden]:
         latest = {message.key: message.value for message in
@@ -92,6 +128,18 @@ class PartitionBackfills:
         self.heads = heads
         self.send = send
         self._lock: asyncio.Lock | None = None  # made on the worker's loop, on first use
+        self._covered: dict[int, dict[str, tuple[int, dict[str, int]]]] = {}  # see covered
+
+    def covered(self, partition: int, offset: int) -> Mapping[str, Mapping[str, int]]:
+        """For the change at `offset`: subscription id -> {entity id: version} of the backfills
+        that may already hold it (see the module); forgotten once the router is past them."""
+        entries = self._covered.get(partition)
+        if not entries:
+            return {}
+        for subscription_id, (shared_end, _) in list(entries.items()):
+            if offset >= shared_end:
+                del entries[subscription_id]
+        return {subscription_id: versions for subscription_id, (_, versions) in entries.items()}
 
     def owed(self, partition: int, projectors: Iterable[Projector]) -> list[Projector]:
         return [p for p in projectors if self.heads.get(partition, marker(p.subscription_id)) is None]
@@ -119,13 +167,14 @@ class PartitionBackfills:
     async def _deliver(self, partition: int, projector: Projector) -> None:
         approved_at = self.book.subscriptions[projector.subscription_id].decision.at
         loop = asyncio.get_running_loop()
-        outputs = await loop.run_in_executor(None, self.backfill.run, projector, approved_at, partition)
-        acknowledged = [await self.send(output) for output in outputs]
+        delivered = await loop.run_in_executor(None, self.backfill.run, projector, approved_at, partition)
+        acknowledged = [await self.send(output) for output in delivered.outputs]
         await asyncio.gather(*acknowledged)  # stored before the marker says so
         if partition not in self.heads.values:
             return  # taken away meanwhile: the new owner does it again, which versions make harmless
+        self._covered.setdefault(partition, {})[projector.subscription_id] = (delivered.shared_end, delivered.versions)
         key = marker(projector.subscription_id)
         self.heads.put(partition, key, DONE)
         await self.send(Output(self.heads.topic, key, DONE, []), partition=partition)
-        log.info("backfilled %d deliveries of %s[%d] for %s", len(outputs) // 2, self.backfill.state_topic,
+        log.info("backfilled %d deliveries of %s[%d] for %s", len(delivered.versions), self.backfill.state_topic,
                  partition, projector.subscription_id)

@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
+from types import MappingProxyType
 from typing import Any
 
 from kafka import TopicPartition
@@ -39,6 +40,7 @@ from govbus.topics.catalog import Catalog
 from govbus.topics.names import AUDIT, SUBSCRIPTIONS, TopicNames
 
 log = logging.getLogger("govbus.router")
+EMPTY: Mapping = MappingProxyType({})
 
 
 class SubscriptionBook:
@@ -124,8 +126,10 @@ class RouterLogic:
         self.deliveries = 0
 
     def route(self, value: bytes, headers: Headers, partition: int, offset: int, timestamp_ms: int,
-              head: str) -> tuple[list[Output], str]:
-        """The deliveries and sharing records for one shared change; the chain's new head."""
+              head: str, covered: Mapping[str, Mapping[str, int]] = EMPTY) -> tuple[list[Output], str]:
+        """The deliveries and sharing records for one shared change; the chain's new head.
+        `covered`: per subscription, the entity versions a backfill already delivered (a
+        change not newer than those is not delivered again; see ``backfill``)."""
         _, record = self.codec.decode(value)
         found = header_map(headers)
         change = shared_change(record, found.get(BACKFILL) == b"true")
@@ -133,6 +137,8 @@ class RouterLogic:
         chain = audit.AuditChain(f"{self.library}/{partition}", head)
         outputs = []
         for projector in self.book.projectors(self.library):
+            if change["version"] <= covered.get(projector.subscription_id, EMPTY).get(change["entity_id"], 0):
+                continue
             outputs += self.deliver(projector, change, record, headers, chain, delivered_at, offset)
         return outputs, chain.head
 

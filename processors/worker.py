@@ -136,7 +136,8 @@ def _router_agent(inputs: Inputs, ledger: OffsetLedger, logic, heads: PartitionS
             head = heads.get(message.partition, chain_id)
             outputs, new_head = logic.route(event.value, _headers(message.headers), message.partition,
                                             message.offset, int(message.timestamp * 1000),
-                                            head.decode() if head else _genesis())
+                                            head.decode() if head else _genesis(),
+                                            backfills.covered(message.partition, message.offset))
             _count("router", logic.library, outputs, logic.names)
             for output in outputs:
                 await send(output)

@@ -8,7 +8,7 @@ import threading
 from datetime import datetime, timezone
 from types import SimpleNamespace
 
-from govbus.processors.backfill import DONE, PartitionBackfills, marker
+from govbus.processors.backfill import DONE, Delivered, PartitionBackfills, marker
 from govbus.processors.gate import Output
 from govbus.processors.partition_store import PartitionStore
 
@@ -25,11 +25,12 @@ class FakeBackfill:
         self.runs: list[tuple[str, int]] = []
         self.before_return = lambda: None
 
-    def run(self, projector, approved_at: datetime, partition: int) -> list[Output]:
+    def run(self, projector, approved_at: datetime, partition: int) -> Delivered:
         assert approved_at == APPROVED
         self.runs.append((projector.subscription_id, partition))
         self.before_return()
-        return [Output(f"deliver.{projector.subscription_id}", b"k", f"p{partition}".encode(), [])]
+        output = Output(f"deliver.{projector.subscription_id}", b"k", f"p{partition}".encode(), [])
+        return Delivered([output], {f"entity-{partition}": 2}, shared_end=10)
 
 
 class Recorder:
@@ -117,3 +118,42 @@ def test_the_done_marker_is_written_only_once_the_deliveries_are_stored() -> Non
 
     asyncio.run(scenario())
     assert [topic for topic, _, _ in recorder.sent] == ["deliver.s1", HEADS] and heads.get(0, marker("s1")) == DONE
+
+
+def test_live_changes_a_backfill_already_delivered_are_named_until_the_router_is_past_them() -> None:
+    partitions, _, _, _, projectors = backfills([1], ("s1", "s2"))
+    assert partitions.covered(1, 0) == {}, "nothing backfilled yet"
+    asyncio.run(partitions.settle(1, projectors))
+    assert partitions.covered(1, 9) == {"s1": {"entity-1": 2}, "s2": {"entity-1": 2}}, "below the shared end read"
+    assert partitions.covered(1, 10) == {} and partitions.covered(1, 3) == {}, "past it: forgotten for good"
+
+
+def test_the_router_skips_a_live_version_its_backfill_gave_and_delivers_a_newer_one() -> None:
+    from govbus.bench import workload
+    from govbus.bench.subscriptions import approved_in_memory
+    from govbus.processors.gate import GateLogic
+    from govbus.processors.projection import Projector
+    from govbus.processors.router import RouterLogic
+    from govbus.schemas.codec import default_codec
+    from govbus.settings import Settings
+    from govbus.topics.catalog import load_catalog
+    from govbus.topics.names import TopicNames
+
+    settings = Settings(topic_prefix="t.", security_protocol="PLAINTEXT")
+    catalog, codec, names = load_catalog(settings.catalog_dir), default_codec(), TopicNames("t.")
+    (key, value, headers), = workload.encoded(workload.population_changes(1, seed=3), settings.key_secret.encode())
+    gate = GateLogic("population", catalog, codec, names)
+    shared = [output for output in gate.handle(names.ingest("population", workload.SOURCE), 0, 0, key, value, headers,
+                                               None).outputs if output.topic == gate.shared_topic][0]
+    _, record = codec.decode(shared.value)
+    [subscription] = approved_in_memory(catalog, codec.registry, ("hr_social_security",))
+    projector = Projector.for_subscription(subscription, codec.registry, settings.key_secret.encode())
+    router = RouterLogic("population", settings, codec, SimpleNamespace(projectors=lambda library: (projector,)))
+
+    def route(covered_version: int) -> list[Output]:
+        covered = {subscription.id: {record["entity_id"]: covered_version}}
+        return router.route(shared.value, shared.headers, 0, 5, 0, "0" * 64, covered)[0]
+
+    assert route(record["sequence"]) == [], "the backfill gave this version: not delivered (nor recorded) twice"
+    assert [output.topic for output in route(record["sequence"] - 1)] == ["t.deliver.hr_social_security.population",
+                                                                           "t.audit.deliveries"]
