@@ -156,6 +156,11 @@ class PartitionBackfills:
                     return  # taken away: its new owner delivers what is owed
                 await self._deliver(partition, projector)
 
+    def owed_count(self) -> int:
+        """How many (subscription, owned partition) backfills are still to deliver: /health."""
+        projectors = self.book.projectors(self.backfill.logic.library)
+        return sum(len(self.owed(partition, projectors)) for partition in list(self.heads.values))
+
     async def settle_owned(self) -> None:
         """Backfill the owned partitions no change has come to since the approval."""
         if not self.book.ready.is_set():

@@ -101,6 +101,7 @@ def register_router(app: faust.App, settings: Settings, catalog: Catalog, inputs
     stop = threading.Event()
     send = _sender(app)
     logics: dict[str, RouterLogic] = {}
+    owed: list[PartitionBackfills] = []
 
     @app.task
     async def watch_subscriptions() -> None:
@@ -113,12 +114,14 @@ def register_router(app: faust.App, settings: Settings, catalog: Catalog, inputs
         heads = inputs.store(topic_names.audit_heads(library.library), [shared])
         backfill = Backfill(logic, settings, GoldenFormat(codec.registry.policy(library.library)))
         backfills = PartitionBackfills(backfill, book, heads, send)
+        owed.append(backfills)
         agent = _router_agent(inputs, inputs.ledger([shared]), logic, heads, book, backfills, send)
         app.agent(inputs.topic(shared), name=f"router-{library.library}")(agent)
         app.task(_repeating(backfills.settle_owned, BACKFILL_CHECK_SECONDS, f"backfill_{library.library}"))
 
     return Registered(lambda: {"deliveries": {name: logic.deliveries for name, logic in logics.items()},
-                               "subscriptions_active": sum(len(p) for p in book.by_library.values())},
+                               "subscriptions_active": sum(len(p) for p in book.by_library.values()),
+                               "backfills_owed": sum(each.owed_count() for each in owed)},
                       lambda: book.ready.is_set() and inputs.ready())
 
 

@@ -92,7 +92,7 @@ class Pipeline:
         self.subscribe()
         for name in ("gate", "router"):
             self.start_worker(name)
-        self.wait_delivery_topics()
+        self.wait_initial_loads()
         for department in self.departments:
             self.start_follower(department)
         self.wait_followers_ready()
@@ -121,19 +121,20 @@ class Pipeline:
         settings = self.as_principal(PROCESSORS).model_copy(update={"processor_port": free_port()})
         self.workers[name] = ProcessorProcess(settings, [name], self.work / f"{name}.log").start(timeout=180)
 
-    def wait_delivery_topics(self, timeout: float = 120.0) -> None:
-        """The router makes a delivery topic when it reads the approval; wait for all of them."""
-        wanted = {self.names.deliver(department, "population") for department in self.departments}
-        admin = clients.admin(self.settings)
-        try:
-            deadline = time.monotonic() + timeout
-            while not wanted <= set(admin.list_topics()):
-                if time.monotonic() > deadline:
-                    raise BenchError(f"the router made no delivery topics {sorted(wanted)} within {timeout:.0f} s; "
-                                     f"see {self.work / 'router.log'}")
-                time.sleep(0.5)
-        finally:
-            admin.close()
+    def wait_initial_loads(self, timeout: float = 120.0) -> None:
+        """Until the router has every subscription and has delivered every initial load (its
+        /health says so): a change published before would come both in the initial load and
+        live, and the bench could not time it."""
+        router, wanted = self.workers["router"], len(self.departments)
+        deadline = time.monotonic() + timeout
+        while True:
+            counts = ((router.health() or {}).get("counts") or {}).get("router") or {}
+            if counts.get("subscriptions_active", 0) >= wanted and counts.get("backfills_owed") == 0:
+                return
+            if time.monotonic() > deadline:
+                raise BenchError(f"the router did not deliver the initial loads of {wanted} subscriptions within "
+                                 f"{timeout:.0f} s (it says {counts}); see {self.work / 'router.log'}")
+            time.sleep(0.5)
 
     def start_follower(self, department: str) -> None:
         out = self.work / "followers"

@@ -115,8 +115,9 @@ def test_audit_chain_verifies_then_reports_the_exact_tampered_record(bus, start_
     records = read_audit(bus.settings)
     assert audit.verify(records).ok
     rows = audit.query(records, department="hr_social_security", entity_id=people[3]["citizen_id"])
-    # One live delivery; a backfill racing the first publish may have delivered it once more.
-    assert [row["backfill"] for row in rows].count(False) == 1 and len(rows) <= 2
+    # Delivered live, or in the backfill of a partition whose owner saw the approval just as
+    # the change came (the live copy is then skipped; twice only in the instant between).
+    assert 1 <= len(rows) <= 2
     assert all(row["subscription"] == subscription.id and row["purpose"] == "data_verification" for row in rows)
     assert all(row["fields"] == ["citizen_id", "name", "sex"] for row in rows)
 
