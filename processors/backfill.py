@@ -39,6 +39,7 @@ from govbus import clients
 
 from govbus.processors import audit
 from govbus.processors.gate import Output
+from govbus.processors.offsets import OffsetLedger
 from govbus.processors.golden import Golden, GoldenFormat
 from govbus.processors.partition_store import PartitionStore
 from govbus.processors.projection import Projector
@@ -122,11 +123,13 @@ class Backfill:
 class PartitionBackfills:
     """The backfills each owned shared partition still owes, and delivering them."""
 
-    def __init__(self, backfill: Backfill, book: SubscriptionBook, heads: PartitionStore, send: Send) -> None:
+    def __init__(self, backfill: Backfill, book: SubscriptionBook, heads: PartitionStore, send: Send,
+                 routed: OffsetLedger) -> None:
         self.backfill = backfill
         self.book = book
         self.heads = heads
         self.send = send
+        self.routed = routed  # where the router is in each shared partition
         self._lock: asyncio.Lock | None = None  # made on the worker's loop, on first use
         self._covered: dict[int, dict[str, tuple[int, dict[str, int]]]] = {}  # see covered
 
@@ -168,6 +171,9 @@ class PartitionBackfills:
         projectors = self.book.projectors(self.backfill.logic.library)
         for partition in sorted(self.heads.values):
             await self.settle(partition, projectors)
+            position = self.routed.values.get((self.backfill.shared_topic, partition))
+            if position is not None:
+                self.covered(partition, position)  # an idle partition forgets what it is past
 
     async def _deliver(self, partition: int, projector: Projector) -> None:
         approved_at = self.book.subscriptions[projector.subscription_id].decision.at

@@ -113,9 +113,10 @@ def register_router(app: faust.App, settings: Settings, catalog: Catalog, inputs
         shared = topic_names.shared(library.library)
         heads = inputs.store(topic_names.audit_heads(library.library), [shared])
         backfill = Backfill(logic, settings, GoldenFormat(codec.registry.policy(library.library)))
-        backfills = PartitionBackfills(backfill, book, heads, send)
+        ledger = inputs.ledger([shared])
+        backfills = PartitionBackfills(backfill, book, heads, send, ledger)
         owed.append(backfills)
-        agent = _router_agent(inputs, inputs.ledger([shared]), logic, heads, book, backfills, send)
+        agent = _router_agent(inputs, ledger, logic, heads, book, backfills, send)
         app.agent(inputs.topic(shared), name=f"router-{library.library}")(agent)
         app.task(_repeating(backfills.settle_owned, BACKFILL_CHECK_SECONDS, f"backfill_{library.library}"))
 

@@ -22,6 +22,7 @@ class FakeBackfill:
     def __init__(self) -> None:
         self.logic = SimpleNamespace(library="population")
         self.state_topic = "state.population"
+        self.shared_topic = "shared.population"
         self.runs: list[tuple[str, int]] = []
         self.before_return = lambda: None
 
@@ -59,7 +60,8 @@ def backfills(owned: list[int], subscriptions: tuple[str, ...] = ("s1",)):
     book = SimpleNamespace(ready=ready, projectors=lambda library: projectors,
                            subscriptions={s: SimpleNamespace(decision=SimpleNamespace(at=APPROVED)) for s in subscriptions})
     recorder, fake = Recorder(), FakeBackfill()
-    return PartitionBackfills(fake, book, heads, recorder.send), fake, recorder, heads, projectors
+    routed = SimpleNamespace(values={})  # the router's ledger: the next offset per shared partition
+    return PartitionBackfills(fake, book, heads, recorder.send, routed), fake, recorder, heads, projectors
 
 
 def test_a_partition_owes_each_new_subscription_one_backfill_then_is_marked_done() -> None:
@@ -157,3 +159,12 @@ def test_the_router_skips_a_live_version_its_backfill_gave_and_delivers_a_newer_
     assert route(record["sequence"]) == [], "the backfill gave this version: not delivered (nor recorded) twice"
     assert [output.topic for output in route(record["sequence"] - 1)] == ["t.deliver.hr_social_security.population",
                                                                            "t.audit.deliveries"]
+
+
+def test_an_idle_partition_forgets_its_backfills_versions_once_the_router_is_past_them() -> None:
+    partitions, _, _, _, _ = backfills([2])
+    asyncio.run(partitions.settle_owned())
+    assert partitions._covered[2], "remembered while live changes below the shared end may come"
+    partitions.routed.values[("shared.population", 2)] = 10
+    asyncio.run(partitions.settle_owned())
+    assert partitions._covered[2] == {}, "no change of the partition came since: the memory is freed all the same"
