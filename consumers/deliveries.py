@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from datetime import datetime, timezone
 from typing import Any, Literal
 
@@ -86,6 +87,12 @@ def header_time(headers: Mapping[str, bytes], name: str) -> datetime | None:
         return None
 
 
+@lru_cache(maxsize=256)
+def _image_fields(header: bytes) -> tuple[str, ...]:
+    """The IMAGE header's field names; one header per subscription, so parsed once each."""
+    return tuple(header.decode().split(","))
+
+
 def to_delivery(record: Mapping[str, Any], headers: Mapping[str, bytes],
                 message_time: datetime | None = None) -> dict[str, Any]:
     """The store delivery for one decoded delivery record.
@@ -109,7 +116,7 @@ def to_delivery(record: Mapping[str, Any], headers: Mapping[str, bytes],
     deleting = record["op"] == "DELETE"
     changed = [] if deleting else [name for name in record["fields_set"] if name in data]
     image = headers.get(IMAGE)
-    fields = changed if deleting or image is None else [name for name in image.decode().split(",") if name in data]
+    fields = changed if deleting or image is None else [name for name in _image_fields(image) if name in data]
     masked = headers.get(MASKED)
     subscription = headers.get(SUBSCRIPTION)
     return {

@@ -101,7 +101,7 @@ def register_router(app: faust.App, settings: Settings, catalog: Catalog, inputs
     stop = threading.Event()
     send = _sender(app)
     logics: dict[str, RouterLogic] = {}
-    owed: list[PartitionBackfills] = []
+    every_backfills: list[PartitionBackfills] = []  # one per library, for /health
 
     @app.task
     async def watch_subscriptions() -> None:
@@ -115,14 +115,14 @@ def register_router(app: faust.App, settings: Settings, catalog: Catalog, inputs
         backfill = Backfill(logic, settings, GoldenFormat(codec.registry.policy(library.library)))
         ledger = inputs.ledger([shared])
         backfills = PartitionBackfills(backfill, book, heads, send, ledger)
-        owed.append(backfills)
+        every_backfills.append(backfills)
         agent = _router_agent(inputs, ledger, logic, heads, book, backfills, send)
         app.agent(inputs.topic(shared), name=f"router-{library.library}")(agent)
         app.task(_repeating(backfills.settle_owned, BACKFILL_CHECK_SECONDS, f"backfill_{library.library}"))
 
     return Registered(lambda: {"deliveries": {name: logic.deliveries for name, logic in logics.items()},
                                "subscriptions_active": sum(len(p) for p in book.by_library.values()),
-                               "backfills_owed": sum(each.owed_count() for each in owed)},
+                               "backfills_owed": sum(each.owed_count() for each in every_backfills)},
                       lambda: book.ready.is_set() and inputs.ready())
 
 
