@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from kafka import TopicPartition
@@ -19,6 +19,17 @@ def read_topic(settings: Settings, topic: str, partitions: Iterable[int] | None 
     offset order. A missing topic is an error that says how to make it; with a `timeout`, so
     is a topic that cannot be read to its end in that many seconds (a partition without a
     leader would otherwise keep the caller waiting without a word)."""
+    by_partition: dict[int, list[Any]] = {}
+    for message in stream_topic(settings, topic, partitions, timeout):
+        by_partition.setdefault(message.partition, []).append(message)
+    return [message for partition in sorted(by_partition) for message in by_partition[partition]]
+
+
+def stream_topic(settings: Settings, topic: str, partitions: Iterable[int] | None = None,
+                 timeout: float | None = None) -> Iterator[Any]:
+    """The messages now in `topic`, as they are read (each partition in offset order, the
+    partitions interleaved): memory does not grow with the topic. Errors as `read_topic`;
+    committed data only (the processors write in transactions)."""
     consumer = clients.consumer(settings)
     try:
         known = consumer.partitions_for_topic(topic)
@@ -29,7 +40,6 @@ def read_topic(settings: Settings, topic: str, partitions: Iterable[int] | None 
         consumer.assign(assigned)
         consumer.seek_to_beginning()
         ends = consumer.end_offsets(assigned)
-        by_partition: dict[int, list[Any]] = {tp.partition: [] for tp in assigned}
         deadline = None if timeout is None else time.monotonic() + timeout
         while any(consumer.position(tp) < ends[tp] for tp in assigned):
             if deadline is not None and time.monotonic() > deadline:
@@ -38,7 +48,8 @@ def read_topic(settings: Settings, topic: str, partitions: Iterable[int] | None 
                 raise GovbusError(f"could not read {topic} to its end within {timeout:.0f} s "
                                   f"(partition: offset/end {behind})")
             for tp, records in consumer.poll(timeout_ms=1000).items():
-                by_partition[tp.partition] += records
-        return [message for partition in sorted(by_partition) for message in by_partition[partition]]
+                for record in records:
+                    if record.offset < ends[tp]:
+                        yield record
     finally:
         consumer.close()

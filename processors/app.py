@@ -18,7 +18,9 @@ from govbus.topics.names import TopicNames
 
 
 def app_id(settings: Settings, processors: Iterable[str]) -> str:
-    return f"{settings.topic_prefix}govbus-{'-'.join(sorted(processors))}"
+    """The faust app's id (its consumer group, for the faust-hosted freshness agents); the
+    batched gate and router have groups of their own (``worker.group_id``)."""
+    return f"{settings.topic_prefix}govbus-worker-{'-'.join(sorted(processors))}"
 
 
 def make_app(settings: Settings, processors: Iterable[str]) -> faust.App:

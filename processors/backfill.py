@@ -24,36 +24,34 @@ has routed past the end ``shared`` had before the state was read, where every su
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
+import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from kafka import TopicPartition
 
 from govbus import clients
-
 from govbus.processors import audit
 from govbus.processors.gate import Output
-from govbus.processors.offsets import OffsetLedger
 from govbus.processors.golden import Golden, GoldenFormat
 from govbus.processors.partition_store import PartitionStore
 from govbus.processors.projection import Projector
 from govbus.processors.router import RouterLogic, SubscriptionBook, shared_change
-from govbus.reading import read_topic
+from govbus.reading import stream_topic
 from govbus.settings import Settings
 from govbus.topics.names import TopicNames
 
 log = logging.getLogger("govbus.router")
 NAMESPACE = uuid.UUID("7f3b0c52-1d7e-4c59-9e55-5a8f1f0f6a21")  # of a snapshot's event id
-READ_TIMEOUT = 120.0  # seconds to read one state partition before the attempt counts as failed
+READ_TIMEOUT = 1800.0  # seconds to read one state partition before the attempt counts as failed
+CHUNK = 2_000  # deliveries per transaction of a backfill
+PROGRESS_EVERY = 10.0  # seconds between a long backfill's progress lines in the log
 DONE = b"done"
-
-Send = Callable[..., Awaitable[Any]]
 
 
 def marker(subscription_id: str) -> bytes:
@@ -61,13 +59,13 @@ def marker(subscription_id: str) -> bytes:
     return f"backfilled/{subscription_id}".encode()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Delivered:
-    """One partition's backfill for one subscription."""
+    """One partition's backfill for one subscription, as it is streamed."""
 
-    outputs: list[Output]
-    versions: dict[str, int]  # entity id -> the version the backfill delivered
     shared_end: int  # the end of the shared partition before the state was read
+    versions: dict[str, int] = field(default_factory=dict)  # entity id -> the version the backfill delivered
+    records: int = 0  # state records read
 
 
 class Backfill:
@@ -81,19 +79,34 @@ class Backfill:
         self.state_topic = names.state(logic.library)
         self.shared_topic = names.shared(logic.library)
 
-    def run(self, projector: Projector, approved_at: datetime, partition: int) -> Delivered:
-        shared_end = self._shared_end(partition)  # first: every change before it is in the state read next
-        chain = audit.AuditChain(f"backfill/{projector.subscription_id}/{partition}")
+    def run(self, projector: Projector, approved_at: datetime, partition: int) -> tuple[Delivered, Iterator[list[Output]]]:
+        """What the run covers, and its deliveries in chunks of at most ``CHUNK`` as the state
+        partition is read (the caller sends each chunk in a transaction of its own)."""
+        delivered = Delivered(self._shared_end(partition))  # first: every change before it is in the state read next
+        return delivered, self._chunks(projector, approved_at, partition, delivered)
+
+    def _chunks(self, projector: Projector, approved_at: datetime, partition: int,
+                delivered: Delivered) -> Iterator[list[Output]]:
+        chain = audit.AuditChain(f"backfill/{projector.subscription_id}/{partition}/{uuid.uuid4().hex[:12]}")
         outputs: list[Output] = []
-        versions: dict[str, int] = {}
         for golden in self._current_state(partition):
-            record = self._snapshot(golden)
+            delivered.records += 1
+            if golden.deleted or not golden.values:
+                if golden.entity_id not in delivered.versions:
+                    continue  # nothing of it was delivered: nothing to remove
+                record = self._deletion(golden, approved_at)
+            else:
+                record = self._snapshot(golden)
             change = shared_change(record, backfill=True)
-            delivered = self.logic.deliver(projector, change, record, [], chain, approved_at, None)
-            if delivered:
-                outputs += delivered
-                versions[golden.entity_id] = golden.version
-        return Delivered(outputs, versions, shared_end)
+            made = self.logic.deliver(projector, change, record, [], chain, approved_at, None)
+            if made:
+                outputs += made
+                delivered.versions[golden.entity_id] = golden.version
+            if len(outputs) >= CHUNK:
+                yield outputs
+                outputs = []
+        if outputs:
+            yield outputs
 
     def _shared_end(self, partition: int) -> int:
         consumer = clients.consumer(self.settings)
@@ -103,11 +116,10 @@ class Backfill:
         finally:
             consumer.close()
 
-    def _current_state(self, partition: int) -> list[Golden]:
-        latest = {message.key: message.value for message in
-                  read_topic(self.settings, self.state_topic, [partition], timeout=READ_TIMEOUT)}
-        goldens = (self.golden_format.load(json.loads(value)) for value in latest.values() if value)
-        return sorted((g for g in goldens if not g.deleted and g.values), key=lambda g: g.entity_id)
+    def _current_state(self, partition: int) -> Iterator[Golden]:
+        for message in stream_topic(self.settings, self.state_topic, [partition], timeout=READ_TIMEOUT):
+            if message.value:
+                yield self.golden_format.load(json.loads(message.value))
 
     def _snapshot(self, golden: Golden) -> dict[str, Any]:
         stamps = list(golden.stamps.values())
@@ -119,18 +131,23 @@ class Backfill:
                 "valid_from": max((s.valid_from for s in stamps if s.valid_from), default=None),
                 "recorded_at": max(s.recorded_at for s in stamps), "data": data}
 
+    def _deletion(self, golden: Golden, approved_at: datetime) -> dict[str, Any]:
+        stamps = list(golden.stamps.values())
+        recorded = max((s.recorded_at for s in stamps), default=approved_at)
+        return {"event_id": str(uuid.uuid5(NAMESPACE, f"{golden.entity_id}/{golden.version}")),
+                "entity_id": golden.entity_id, "op": "DELETE", "fields_set": [],
+                "source_department": "govbus", "source_system": "govbus-router", "sequence": golden.version,
+                "valid_from": None, "recorded_at": recorded, "data": {}}
+
 
 class PartitionBackfills:
-    """The backfills each owned shared partition still owes, and delivering them."""
+    """The backfills each owned shared partition still owes, and delivering them (in the
+    router's loop thread, between two of its batches)."""
 
-    def __init__(self, backfill: Backfill, book: SubscriptionBook, heads: PartitionStore, send: Send,
-                 routed: OffsetLedger) -> None:
+    def __init__(self, backfill: Backfill, book: SubscriptionBook, heads: PartitionStore) -> None:
         self.backfill = backfill
         self.book = book
         self.heads = heads
-        self.send = send
-        self.routed = routed  # where the router is in each shared partition
-        self._lock: asyncio.Lock | None = None  # made on the worker's loop, on first use
         self._covered: dict[int, dict[str, tuple[int, dict[str, int]]]] = {}  # see covered
 
     def covered(self, partition: int, offset: int) -> Mapping[str, Mapping[str, int]]:
@@ -144,48 +161,53 @@ class PartitionBackfills:
                 del entries[subscription_id]
         return {subscription_id: versions for subscription_id, (_, versions) in entries.items()}
 
+    def forget(self, partitions: Iterable[int]) -> None:
+        for partition in partitions:
+            self._covered.pop(partition, None)
+
     def owed(self, partition: int, projectors: Iterable[Projector]) -> list[Projector]:
         return [p for p in projectors if self.heads.get(partition, marker(p.subscription_id)) is None]
 
-    async def settle(self, partition: int, projectors: Iterable[Projector]) -> None:
+    def settle(self, partition: int, projectors: Iterable[Projector], loop: Any) -> None:
         """Deliver the partition's backfill for each of `projectors` that lacks one."""
-        if not self.owed(partition, projectors):
-            return
-        if self._lock is None:
-            self._lock = asyncio.Lock()
-        async with self._lock:  # the agent and the idle timer never backfill at the same time
-            for projector in self.owed(partition, projectors):
-                if partition not in self.heads.values:
-                    return  # taken away: its new owner delivers what is owed
-                await self._deliver(partition, projector)
+        for projector in self.owed(partition, projectors):
+            if partition not in self.heads.values:
+                return  # not ours: its owner delivers what is owed
+            self._deliver(partition, projector, loop)
 
     def owed_count(self) -> int:
         """How many (subscription, owned partition) backfills are still to deliver: /health."""
         projectors = self.book.projectors(self.backfill.logic.library)
         return sum(len(self.owed(partition, projectors)) for partition in list(self.heads.values))
 
-    async def settle_owned(self) -> None:
-        """Backfill the owned partitions no change has come to since the approval."""
+    def settle_owned(self, loop: Any, positions: Mapping[int, int]) -> None:
+        """Backfill the owned partitions no change has come to since the approval; an idle
+        partition forgets the versions it is past (`positions`: where the router is)."""
         if not self.book.ready.is_set():
             return
         projectors = self.book.projectors(self.backfill.logic.library)
         for partition in sorted(self.heads.values):
-            await self.settle(partition, projectors)
-            position = self.routed.values.get((self.backfill.shared_topic, partition))
-            if position is not None:
-                self.covered(partition, position)  # an idle partition forgets what it is past
+            self.settle(partition, projectors, loop)
+            if partition in positions:
+                self.covered(partition, positions[partition])
 
-    async def _deliver(self, partition: int, projector: Projector) -> None:
+    def _deliver(self, partition: int, projector: Projector, loop: Any) -> None:
         approved_at = self.book.subscriptions[projector.subscription_id].decision.at
-        loop = asyncio.get_running_loop()
-        delivered = await loop.run_in_executor(None, self.backfill.run, projector, approved_at, partition)
-        acknowledged = [await self.send(output) for output in delivered.outputs]
-        await asyncio.gather(*acknowledged)  # stored before the marker says so
-        if partition not in self.heads.values:
-            return  # taken away meanwhile: the new owner does it again, which versions make harmless
-        self._covered.setdefault(partition, {})[projector.subscription_id] = (delivered.shared_end, delivered.versions)
+        started = last_said = time.monotonic()
+        delivered, chunks = self.backfill.run(projector, approved_at, partition)
+        for chunk in chunks:
+            with loop.checkpoint(consumed=False) as checkpoint:
+                for output in chunk:
+                    checkpoint.send(output)
+            if time.monotonic() - last_said > PROGRESS_EVERY:
+                last_said = time.monotonic()
+                rate = delivered.records / (last_said - started)
+                log.info("backfilling %s[%d] for %s: %d records read (%.0f/s)", self.backfill.state_topic,
+                         partition, projector.subscription_id, delivered.records, rate)
         key = marker(projector.subscription_id)
+        with loop.checkpoint(consumed=False) as checkpoint:  # after every chunk is stored
+            checkpoint.send(Output(self.heads.topic, key, DONE, []), partition=partition)
         self.heads.put(partition, key, DONE)
-        await self.send(Output(self.heads.topic, key, DONE, []), partition=partition)
-        log.info("backfilled %d deliveries of %s[%d] for %s", len(delivered.versions), self.backfill.state_topic,
-                 partition, projector.subscription_id)
+        self._covered.setdefault(partition, {})[projector.subscription_id] = (delivered.shared_end, delivered.versions)
+        log.info("backfilled %d deliveries of %s[%d] for %s in %.1f s", len(delivered.versions),
+                 self.backfill.state_topic, partition, projector.subscription_id, time.monotonic() - started)

@@ -42,6 +42,14 @@ class PartitionStore(AssignedPartitions[int, Records]):
     def put(self, partition: int, key: bytes, value: bytes) -> None:
         self.values.setdefault(partition, {})[key] = value
 
+    def load(self, partitions: list[int]) -> None:
+        """Restore these partitions now (the batched processors call it on assignment)."""
+        self.values.update(self._load(sorted(set(partitions) - set(self.values))))
+
+    def forget(self, partitions: list[int]) -> None:
+        for partition in partitions:
+            self.values.pop(partition, None)
+
     def _empty(self) -> Records:
         return {}
 

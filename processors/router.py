@@ -126,17 +126,19 @@ class RouterLogic:
         self.deliveries = 0
 
     def route(self, value: bytes, headers: Headers, partition: int, offset: int, timestamp_ms: int,
-              head: str, covered: Mapping[str, Mapping[str, int]] = EMPTY) -> tuple[list[Output], str]:
+              head: str, covered: Mapping[str, Mapping[str, int]] = EMPTY,
+              projectors: Iterable[Projector] | None = None) -> tuple[list[Output], str]:
         """The deliveries and sharing records for one shared change; the chain's new head.
         `covered`: per subscription, the entity versions a backfill already delivered (a
-        change not newer than those is not delivered again; see ``backfill``)."""
+        change not newer than those is not delivered again; see ``backfill``). `projectors`:
+        the subscriptions to route with (the book's current ones when not given)."""
         _, record = self.codec.decode(value)
         found = header_map(headers)
         change = shared_change(record, found.get(BACKFILL) == b"true")
         delivered_at = datetime.fromtimestamp(timestamp_ms / 1000, timezone.utc)
         chain = audit.AuditChain(f"{self.library}/{partition}", head)
         outputs = []
-        for projector in self.book.projectors(self.library):
+        for projector in self.book.projectors(self.library) if projectors is None else projectors:
             if change["version"] <= covered.get(projector.subscription_id, EMPTY).get(change["entity_id"], 0):
                 continue
             outputs += self.deliver(projector, change, record, headers, chain, delivered_at, offset)

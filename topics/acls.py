@@ -8,7 +8,7 @@ The rules (the broker denies everything else):
   (``<itself>.``), and reads ``control.objections`` to follow its objections;
 - the processors' principal reads ``ingest.*`` and reads and writes ``shared.*``, ``state.*``,
   ``dlq.*``, ``deliver.*``, ``audit.*``, ``control.*`` and ``metrics.*`` (it also makes the
-  delivery topics on approval);
+  delivery topics on approval), in transactions whose ids are under its group prefix;
 - governance staff read ``audit.*`` and ``metrics.*``;
 - the admin principal is a super user of the broker and needs no ACL.
 
@@ -75,6 +75,9 @@ def processor_grants(names: TopicNames) -> set[Grant]:
         grants.update(_topic(PROCESSORS, ("READ", "WRITE", "DESCRIBE", "DESCRIBE_CONFIGS"), f"{names.prefix}{kind}", "PREFIXED"))
     grants.update(_topic(PROCESSORS, ("CREATE",), f"{names.prefix}deliver.", "PREFIXED"))
     grants.add(Grant(PROCESSORS, "READ", "GROUP", f"{names.prefix}govbus-", "PREFIXED"))
+    # The batched gate and router write each batch in a Kafka transaction (``processors/batches.py``).
+    grants.update(Grant(PROCESSORS, operation, "TRANSACTIONAL_ID", f"{names.prefix}govbus-", "PREFIXED")
+                  for operation in ("WRITE", "DESCRIBE"))
     grants.add(Grant(PROCESSORS, "DESCRIBE", "CLUSTER", "kafka-cluster"))
     return grants
 

@@ -170,7 +170,7 @@ def test_stopped_with_sigterm_the_gate_commits_every_event_it_handled(bus, start
     from kafka import TopicPartition
 
     from govbus import clients
-    from govbus.processors.app import app_id
+    from govbus.processors.worker import group_id
 
     bus.apply_catalog()
     records = list(generate("population", 200, seed=61, department="public_security"))
@@ -182,7 +182,7 @@ def test_stopped_with_sigterm_the_gate_commits_every_event_it_handled(bus, start
         time.sleep(0.2)
     assert worker.stop() == 0, "a clean exit"
     topic = bus.names.ingest("population", "public_security")
-    consumer = clients.consumer(bus.settings, group_id=app_id(bus.settings, ["gate"]))
+    consumer = clients.consumer(bus.settings, group_id=group_id(bus.settings, "gate"))
     try:
         partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
         ends = consumer.end_offsets(partitions)
