@@ -144,6 +144,7 @@ class Subscriber:
             by_library.setdefault(self.topics[partition.topic], []).append((partition, messages))
         for library, parts in by_library.items():
             self._apply(library, parts)
+        self._past_markers()
         self._refresh_ends()
         self._record_watermarks(skip=set(by_library))
         return sum(len(messages) for messages in batches.values())
@@ -193,6 +194,18 @@ class Subscriber:
         self._status[library].rejected += 1
         if sync:  # before the positions past it are saved
             self.rejected.sync()
+
+    def _past_markers(self) -> None:
+        """Move past what holds no delivery: the router writes in transactions, and each
+        transaction ends with a marker that takes an offset but is never returned. Nothing to
+        store: resuming before a marker reads past it again."""
+        for partition, applied in list(self.progress.positions.items()):
+            try:
+                position = self.consumer.position(partition)
+            except (KafkaError, AssertionError):
+                continue
+            if position is not None and position > applied:
+                self.progress.applied(partition, position, None)
 
     # -- ends, lag, watermarks, the consumer group ----------------------------------
     def _refresh_ends(self, force: bool = False) -> None:

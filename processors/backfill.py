@@ -91,12 +91,7 @@ class Backfill:
         outputs: list[Output] = []
         for golden in self._current_state(partition):
             delivered.records += 1
-            if golden.deleted or not golden.values:
-                if golden.entity_id not in delivered.versions:
-                    continue  # nothing of it was delivered: nothing to remove
-                record = self._deletion(golden, approved_at)
-            else:
-                record = self._snapshot(golden)
+            record = self._snapshot(golden)
             change = shared_change(record, backfill=True)
             made = self.logic.deliver(projector, change, record, [], chain, approved_at, None)
             if made:
@@ -117,9 +112,18 @@ class Backfill:
             consumer.close()
 
     def _current_state(self, partition: int) -> Iterator[Golden]:
+        """Each entity's newest golden record in the partition (not the deleted ones)."""
+        newest: dict[bytes, int] = {}
         for message in stream_topic(self.settings, self.state_topic, [partition], timeout=READ_TIMEOUT):
-            if message.value:
-                yield self.golden_format.load(json.loads(message.value))
+            newest[message.key] = message.offset
+        end = max(newest.values(), default=-1)
+        for message in stream_topic(self.settings, self.state_topic, [partition], timeout=READ_TIMEOUT):
+            if message.offset > end:
+                break  # written after the first pass: a later change, routed live
+            if message.value and newest.get(message.key) == message.offset:
+                golden = self.golden_format.load(json.loads(message.value))
+                if not golden.deleted and golden.values:
+                    yield golden
 
     def _snapshot(self, golden: Golden) -> dict[str, Any]:
         stamps = list(golden.stamps.values())
@@ -130,14 +134,6 @@ class Backfill:
                 "source_department": "govbus", "source_system": "govbus-router", "sequence": golden.version,
                 "valid_from": max((s.valid_from for s in stamps if s.valid_from), default=None),
                 "recorded_at": max(s.recorded_at for s in stamps), "data": data}
-
-    def _deletion(self, golden: Golden, approved_at: datetime) -> dict[str, Any]:
-        stamps = list(golden.stamps.values())
-        recorded = max((s.recorded_at for s in stamps), default=approved_at)
-        return {"event_id": str(uuid.uuid5(NAMESPACE, f"{golden.entity_id}/{golden.version}")),
-                "entity_id": golden.entity_id, "op": "DELETE", "fields_set": [],
-                "source_department": "govbus", "source_system": "govbus-router", "sequence": golden.version,
-                "valid_from": None, "recorded_at": recorded, "data": {}}
 
 
 class PartitionBackfills:
