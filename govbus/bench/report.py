@@ -25,6 +25,15 @@ def ratios(results: dict[str, Any]) -> dict[str, Any]:
         found["bus_over_python_ceiling"] = round(bus / python, 4)
     if bus and java:
         found["bus_over_kafka_tool_ceiling"] = round(bus / java, 4)
+    topology = results.get("topology", {})
+    for client in ("confluent-kafka", "kafka-python"):
+        limit = topology.get(client, {}).get("events_per_s")
+        if bus and limit:
+            found[f"bus_over_topology_ceiling_{client.replace('-', '_')}"] = round(bus / limit, 4)
+    bus_cpu = (results.get("end_to_end", {}).get("cpu_seconds_per_1000_events") or {}).get("total")
+    topology_cpu = (topology.get("confluent-kafka", {}).get("cpu_seconds_per_1000_events") or {}).get("total")
+    if bus_cpu and topology_cpu:
+        found["bus_cpu_over_topology_cpu_confluent_kafka"] = round(bus_cpu / topology_cpu, 3)
     polling = results.get("polling", {})
     rate = polling.get("rate")
     offered = results.get("offered_load", {}).get("rates", {}).get(str(rate), {})
@@ -82,7 +91,7 @@ def markdown(document: dict[str, Any]) -> str:
              "(the ratios), not absolute figures across runs.", ""]
     if document.get("ratios"):
         lines += ["## Ratios", "", *_table(list(document["ratios"].items()))]
-    sections = {"hot_path": _hot_path, "ceiling": _ceiling, "end_to_end": _end_to_end,
+    sections = {"hot_path": _hot_path, "ceiling": _ceiling, "topology": _topology, "end_to_end": _end_to_end,
                 "offered_load": _offered, "polling": _polling, "initial_load": _initial}
     for name, entry in results.items():
         lines += [f"## {name.replace('_', ' ')}", ""]
@@ -111,6 +120,15 @@ def _ceiling(entry: dict[str, Any]) -> list[str]:
                    ("Python producer events/s", python.get("producer_events_per_s")),
                    ("Python consumer events/s", python.get("consumer_events_per_s")),
                    ("Python produce-then-consume events/s", python.get("events_per_s"))])
+
+
+def _topology(entry: dict[str, Any]) -> list[str]:
+    rows: list[tuple[str, Any]] = [("events", entry.get("events")), ("subscriber stores", entry.get("subscribers"))]
+    for client in ("confluent-kafka", "kafka-python"):
+        found = entry.get(client, {})
+        rows.append((f"{client}: events/s end to end", found.get("events_per_s")))
+        rows.append((f"{client}: CPU s per 1000 events (clients)", (found.get("cpu_seconds_per_1000_events") or {}).get("total")))
+    return _table(rows)
 
 
 def _end_to_end(entry: dict[str, Any]) -> list[str]:
