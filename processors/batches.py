@@ -35,6 +35,7 @@ from typing import Any, Protocol
 from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
 
 from govbus import clients
+from govbus.processors import metrics
 from govbus.processors.gate import Output
 from govbus.settings import Settings
 
@@ -191,8 +192,10 @@ class BatchLoop:
                 raise
             log.warning("%s: a batch's transaction failed (%s); reading it again from the last commit",
                         self.processor.name, error)
+            metrics.aborted.labels(self.processor.name).inc()
             self._rewind()
             return
+        metrics.batches.labels(self.processor.name).inc()
         self.batches += 1
         self.events += len(messages)
 

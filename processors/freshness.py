@@ -45,25 +45,24 @@ from govbus import clients
 from govbus.processors import metrics, sla
 from govbus.processors.app import names as topic_names
 from govbus.processors.freshness_monitor import FreshnessMonitor
-from govbus.processors.inputs import RAW
 from govbus.schemas.framing import is_heartbeat
 from govbus.settings import Settings
 from govbus.topics.catalog import Catalog
 from govbus.topics.names import ALERTS, FRESHNESS, TopicNames
 
 if TYPE_CHECKING:
-    from govbus.processors.inputs import Inputs
     from govbus.processors.worker import Registered
 
 log = logging.getLogger("govbus.freshness")
+RAW = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
 WINDOW_SECONDS = 600.0  # the rolling window of the percentiles
 CHECK_SECONDS = 1.0  # how often silence and settled episodes are looked at
 DISCOVERY_SECONDS = 5.0  # how soon a new delivery topic is read
 
 
-def register_freshness(app: faust.App, settings: Settings, catalog: Catalog, inputs: Inputs) -> Registered:
-    """Its agents keep faust's own acks rather than the worker's `inputs` ledgers: the monitor
-    changes no data, and an event it misses would only leave a percentile a sample short."""
+def register_freshness(app: faust.App, settings: Settings, catalog: Catalog) -> Registered:
+    """faust agents with faust's own acks: the monitor changes no data, and an event it
+    misses would only leave a percentile a sample short."""
     names = topic_names(settings)
     monitor = FreshnessMonitor(catalog, names, started=time.time(), window=WINDOW_SECONDS,
                                settle=settings.freshness_interval)

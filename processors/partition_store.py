@@ -1,16 +1,11 @@
 """A processor's keyed state, per partition, restored from its compacted topic by the processor.
 
 The gate keeps its golden records this way (``state.<library>``) and the router its audit
-chain heads (``audit.heads.<library>``). Why not faust tables: when one instance is killed and
-another takes over its partitions, faust's table recovery restored some partitions from a
-stale point (tested on a three-node cluster: entities ended a version short). So the
-processor does what a changelog restore should do, and nothing more: when a partition is
-assigned, it reads that partition of the topic to its end — every write the previous owner
-flushed, which is every write of every event whose offset it committed (the worker flushes
-the producer before it commits, see ``OffsetLedger``) — before the partition's first event
-is handled. Events after the committed offset are handled again and recognised
-(redelivered, stale, or an identical sharing record), so nothing is lost and nothing is
-applied twice.
+chain heads and backfill markers (``audit.heads.<library>``). When the consumer group gives a
+batched loop new partitions, the loop restores them here before it reads their first event:
+it reads that partition of the state topic to its end — committed data only, so exactly the
+writes of every batch whose offsets were committed with them (``batches.Checkpoint``). Events
+after the committed offset are handled again from that state, as the first time.
 
 The state topic is co-partitioned with the input: a record is written to the partition of
 the event that produced it.
@@ -18,23 +13,27 @@ the event that produced it.
 
 from __future__ import annotations
 
-from govbus.processors.assigned import AssignedPartitions
+import logging
+import time
+
 from govbus.reading import read_topic
 from govbus.settings import Settings
 
-RESTORE_TIMEOUT = 120.0  # seconds one attempt may take before it counts as failed (and is retried)
+log = logging.getLogger("govbus.processors.partition_store")
+RESTORE_TIMEOUT = 600.0  # seconds one attempt may take before it counts as failed (and is retried)
+RETRY_DELAYS = (0.5, 1.0, 2.0, 5.0)  # seconds between attempts to restore
+ATTEMPTS = 8  # then the loop fails, and with it the worker: a supervisor restarts it
 
 Records = dict[bytes, bytes]
 
 
-class PartitionStore(AssignedPartitions[int, Records]):
+class PartitionStore:
     """Keyed records of one topic, per partition, for the partitions this worker owns."""
 
     def __init__(self, settings: Settings, topic: str) -> None:
-        super().__init__()
         self.settings = settings
         self.topic = topic
-        self.what = f"{topic} partitions"
+        self.values: dict[int, Records] = {}
 
     def get(self, partition: int, key: bytes) -> bytes | None:
         return self.values.get(partition, {}).get(key)
@@ -43,15 +42,26 @@ class PartitionStore(AssignedPartitions[int, Records]):
         self.values.setdefault(partition, {})[key] = value
 
     def load(self, partitions: list[int]) -> None:
-        """Restore these partitions now (the batched processors call it on assignment)."""
-        self.values.update(self._load(sorted(set(partitions) - set(self.values))))
+        """Restore the partitions not held yet (kept ones are not read again); a failed read
+        is said and tried again."""
+        new = sorted(set(partitions) - set(self.values))
+        if not new:
+            return
+        for attempt in range(ATTEMPTS):
+            try:
+                self.values.update(self._load(new))
+                return
+            except Exception as error:  # noqa: BLE001 - said, and tried again
+                if attempt == ATTEMPTS - 1:
+                    raise
+                delay = RETRY_DELAYS[min(attempt, len(RETRY_DELAYS) - 1)]
+                log.warning("restoring %s partitions %s failed (attempt %d: %s); trying again in %.1f s",
+                            self.topic, new, attempt + 1, error, delay)
+                time.sleep(delay)
 
     def forget(self, partitions: list[int]) -> None:
         for partition in partitions:
             self.values.pop(partition, None)
-
-    def _empty(self) -> Records:
-        return {}
 
     def _load(self, partitions: list[int]) -> dict[int, Records]:
         restored: dict[int, Records] = {partition: {} for partition in partitions}

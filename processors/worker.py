@@ -119,13 +119,12 @@ def build_faust(settings: Settings, chosen: list[str]):  # -> faust.App
     from govbus.processors import metrics
     from govbus.processors.app import make_app
     from govbus.processors.freshness import register_freshness
-    from govbus.processors.inputs import Inputs
 
     catalog = load_catalog(settings.catalog_dir)
     app = make_app(settings, chosen)
     registered = {name: BATCHED[name](settings, catalog) for name in chosen if name in BATCHED}
     if "freshness" in chosen:
-        registered["freshness"] = register_freshness(app, settings, catalog, Inputs(app, settings))
+        registered["freshness"] = register_freshness(app, settings, catalog)
     metrics.mount(app)
     started = time.time()
 
