@@ -129,13 +129,21 @@ def test_a_router_killed_mid_stream_loses_nothing_and_leaves_the_audit_chain_who
             assert all(publisher.publish(record).accepted for record in records[start:start + 100])
             publisher.flush()
             if start == 1500:
-                routed = (router.health() or {}).get("counts", {}).get("router", {}).get("deliveries", {})
+                deadline = time.monotonic() + 60
+                while not (routed := _routed(router)) and time.monotonic() < deadline:
+                    time.sleep(0.05)
                 router.kill()
-                assert sum(routed.values()) > 0, "killed while it was routing"
+                assert 0 < routed < len(records), "killed while it was routing"
                 router = start_processors("router")
     rows = _store_converges(bus, subscription, f"sqlite:///{tmp_path}/health.db", count=2000)
     assert sum(1 for row in rows.values() if row["name"].endswith("新")) == 1000
     result = audit.verify(read_audit(bus.settings))
     assert result.ok, result.first_break
     recorded = {(record["entity_id"], record["version"]) for record in map(audit.decode, read_audit(bus.settings))}
-    assert len(recorded) == 3000, "every routed version has its sharing record"
+    assert all((entity, row["version"]) in recorded for entity, row in rows.items()), \
+        "every version a store holds has its sharing record"
+
+
+def _routed(router) -> int:
+    """How many deliveries the router's /health counts so far."""
+    return sum((router.health() or {}).get("counts", {}).get("router", {}).get("deliveries", {}).values())
