@@ -16,7 +16,7 @@ from govbus.topics.names import TopicNames
 
 @click.group()
 def processors() -> None:
-    """The stream processors (faust-streaming workers)."""
+    """The stream processors: the gate and the router (batched, confluent-kafka) and freshness (faust)."""
 
 
 @processors.command("run")

@@ -129,7 +129,8 @@ class Plain:
     def __init__(self, settings: Settings, client: str, topic: str, group: str) -> None:
         self.client = client
         if client == "confluent-kafka":
-            self.consumer = clients.fast_consumer(settings, group, **{"fetch.wait.max.ms": 20})
+            self.consumer = clients.fast_consumer(settings, group, **{"fetch.wait.max.ms": 20,
+                                                                      "enable.auto.offset.store": True})
             self.consumer.subscribe([topic])
             self.producer = clients.fast_producer(settings)
         else:
