@@ -138,7 +138,7 @@ class BatchLoop:
                 if messages:
                     self._batch(messages)
                 if time.monotonic() >= next_idle:
-                    self.processor.idle(self)
+                    self._retrying("idle work", lambda: self.processor.idle(self))
                     next_idle = time.monotonic() + IDLE_EVERY
         except BaseException as error:  # noqa: BLE001 - a dead loop must not look alive
             self.failed = error
@@ -180,8 +180,26 @@ class BatchLoop:
 
     # A batch
 
+    def _retrying(self, what: str, action: Callable[[], None]) -> bool:
+        """Run `action`; a failure that is not fatal (a broker away, a read that timed out) is
+        said and left for the next try. True when it succeeded."""
+        try:
+            action()
+            return True
+        except KafkaException as error:
+            if error.args[0].fatal():
+                raise
+            failure: BaseException = error
+        except Exception as error:  # noqa: BLE001 - said, and tried again
+            failure = error
+        log.warning("%s: %s failed (%s); trying again", self.processor.name, what, failure)
+        return False
+
     def _batch(self, messages: list[Message]) -> None:
-        self.processor.before(messages, self)
+        if not self._retrying("preparing a batch", lambda: self.processor.before(messages, self)):
+            time.sleep(1.0)
+            self._rewind()  # the batch is read again, and prepared again
+            return
         try:
             with self.checkpoint() as checkpoint:
                 self.processor.handle(messages, checkpoint)
