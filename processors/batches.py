@@ -149,10 +149,7 @@ class BatchLoop:
             self._close()
 
     def _open(self) -> None:
-        self._producer = clients.fast_producer(
-            self.settings, **{"transactional.id": instance_id(self.settings, self.group, self.processor.name),
-                              "transaction.timeout.ms": TRANSACTION_TIMEOUT_MS})
-        self._producer.init_transactions(60)
+        self._producer = self._transactional_producer()
         session_ms = int(self.settings.processor_session_timeout * 1000)
         self._consumer = clients.fast_consumer(
             self.settings, self.group, **{"session.timeout.ms": session_ms,
@@ -161,6 +158,25 @@ class BatchLoop:
                                           "fetch.wait.max.ms": 20, "queued.min.messages": 20_000})
         self._consumer.subscribe(list(self.processor.topics), on_assign=self._on_assign,
                                  on_revoke=self._on_revoke, on_lost=self._on_revoke)
+
+    def _transactional_producer(self, patience: float = 60.0) -> Any:
+        """A producer with its transactions initialised. Not yet authorised is waited for a
+        while: ACLs just applied (``govbus acl apply``) take a moment to reach every broker."""
+        deadline = time.monotonic() + patience
+        while True:
+            producer = clients.fast_producer(
+                self.settings, **{"transactional.id": instance_id(self.settings, self.group, self.processor.name),
+                                  "transaction.timeout.ms": TRANSACTION_TIMEOUT_MS})
+            try:
+                producer.init_transactions(60)
+                return producer
+            except KafkaException as error:
+                code = error.args[0].code()
+                if code != KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED or time.monotonic() > deadline:
+                    raise
+                log.warning("%s: not (yet) allowed to write transactions as %s; the processors' principal needs "
+                            "`govbus acl apply`; trying again", self.processor.name, self.group)
+                time.sleep(1.0)
 
     def _close(self) -> None:
         if self._consumer is not None:
