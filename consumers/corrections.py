@@ -29,6 +29,7 @@ from kafka.partitioner.default import murmur2
 
 from govbus import clients
 from govbus.consumers.objections import PSEUDONYM_PREFIX, Objection, ObjectionError
+from govbus.processors import audit
 from govbus.reading import read_topic
 from govbus.producers.publisher import Publisher
 from govbus.schemas.framing import entity_key
@@ -48,8 +49,8 @@ def real_entity_id(settings: Settings, objection: Objection) -> str:
     if not objection.entity_id.startswith(PSEUDONYM_PREFIX):
         return objection.entity_id
     secret = settings.key_secret.encode()
-    for message in read_topic(settings, TopicNames(settings.topic_prefix).bus(AUDIT)):
-        record = json.loads(message.value)
+    sharing_records = (message.value for message in read_topic(settings, TopicNames(settings.topic_prefix).bus(AUDIT)))
+    for record in audit.rows(sharing_records):
         if (record.get("department") == objection.raised_by and record.get("library") == objection.library
                 and record.get("subscription") == objection.subscription
                 and (objection.event_id is None or record.get("event_id") == objection.event_id)

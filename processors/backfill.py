@@ -93,9 +93,9 @@ class Backfill:
             delivered.records += 1
             record = self._snapshot(golden)
             change = shared_change(record, backfill=True)
-            made = self.logic.deliver(projector, change, record, [], chain, approved_at, None)
-            if made:
-                outputs += made
+            made = self.logic.deliver(projector, change, record, [], approved_at)
+            if made is not None:
+                outputs += [made[0], self.logic.sharing_record(chain, change, [made[1]], approved_at, None)]
                 delivered.versions[golden.entity_id] = golden.version
             if len(outputs) >= CHUNK:
                 yield outputs

@@ -110,13 +110,13 @@ def verify() -> None:
 @click.option("--entity", "-e", "entity_id")
 @click.option("--library", "-l")
 def query(department: str | None, entity_id: str | None, library: str | None) -> None:
-    """Who received which entity's data, when, for what purpose."""
+    """Who received which entity's data, when, for what purpose: one line per delivery."""
     rows = audit.query(read_audit(get_settings()), department=department, entity_id=entity_id, library=library)
     for row in rows:
         masked = f" (masked: {', '.join(row['masked'])})" if row["masked"] else ""
         click.echo(f"{row['delivered_at']}  {row['department']:<20} {row['library']}:{row['entity_id']} v{row['version']}  "
                    f"purpose {row['purpose']}  subscription {row['subscription']}  fields {', '.join(row['fields'])}{masked}")
-    click.echo(f"{len(rows)} sharing record(s).")
+    click.echo(f"{len(rows)} deliveries recorded.")
 
 
 def read_audit(settings) -> list[bytes]:

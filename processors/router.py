@@ -3,10 +3,11 @@
 For every change on ``shared.<library>`` and every active subscription of that library, the
 subscription's ``Projector`` decides what the department may see (approved fields only,
 masked where the schema asks, never a not-shared field). Each delivery goes to
-``deliver.<department>.<library>`` with its subscription and purpose in the headers, and each
-writes a sharing record to ``audit.deliveries``, hash-chained per (library, partition): the
-router instance that owns a shared partition is the only writer of that chain, and keeps
-the chain's head in ``audit.heads.<library>`` (a ``PartitionStore``, restored on assignment).
+``deliver.<department>.<library>`` with its subscription and purpose in the headers. Each
+routed change writes one sharing record, listing its deliveries, to ``audit.deliveries``,
+hash-chained per (library, partition): the router instance that owns a shared partition is
+the only writer of that chain, and keeps the chain's head in ``audit.heads.<library>`` (a
+``PartitionStore``, restored on assignment).
 
 Subscriptions are read by every instance from ``control.subscriptions`` (``SubscriptionBook``)
 so that a revocation stops deliveries at once everywhere. A new approval makes the delivery
@@ -128,7 +129,7 @@ class RouterLogic:
     def route(self, value: bytes, headers: Headers, partition: int, offset: int, timestamp_ms: int,
               head: str, covered: Mapping[str, Mapping[str, int]] = EMPTY,
               projectors: Iterable[Projector] | None = None) -> tuple[list[Output], str]:
-        """The deliveries and sharing records for one shared change; the chain's new head.
+        """The deliveries and the sharing record of one shared change; the chain's new head.
         `covered`: per subscription, the entity versions a backfill already delivered (a
         change not newer than those is not delivered again; see ``backfill``). `projectors`:
         the subscriptions to route with (the book's current ones when not given)."""
@@ -136,19 +137,26 @@ class RouterLogic:
         found = header_map(headers)
         change = shared_change(record, found.get(BACKFILL) == b"true")
         delivered_at = datetime.fromtimestamp(timestamp_ms / 1000, timezone.utc)
-        chain = audit.AuditChain(f"{self.library}/{partition}", head)
-        outputs = []
+        outputs, shared = [], []
         for projector in self.book.projectors(self.library) if projectors is None else projectors:
             if change["version"] <= covered.get(projector.subscription_id, EMPTY).get(change["entity_id"], 0):
                 continue
-            outputs += self.deliver(projector, change, record, headers, chain, delivered_at, offset)
+            made = self.deliver(projector, change, record, headers, delivered_at)
+            if made is not None:
+                outputs.append(made[0])
+                shared.append(made[1])
+        if not shared:
+            return outputs, head
+        chain = audit.AuditChain(f"{self.library}/{partition}", head)
+        outputs.append(self.sharing_record(chain, change, shared, delivered_at, offset))
         return outputs, chain.head
 
     def deliver(self, projector: Projector, change: dict[str, Any], record: dict[str, Any], headers: Headers,
-                chain: audit.AuditChain, delivered_at: datetime, offset: int | None) -> list[Output]:
+                delivered_at: datetime) -> tuple[Output, audit.Record] | None:
+        """The delivery of `change` to one subscription, and its part of the sharing record."""
         delivered, masked = projector.project(change, delivered_at)
         if delivered is None:
-            return []
+            return None
         value = self.codec.encode(self.library, {
             "event_id": delivered["event_id"], "entity_id": delivered["entity_id"], "op": delivered["op"],
             "fields_set": delivered["fields_set"], "source_department": delivered["source_department"],
@@ -160,10 +168,15 @@ class RouterLogic:
             SUBSCRIPTION: projector.subscription_id, PURPOSE: projector.purpose, MASKED: ",".join(masked),
             IMAGE: projector.image_header,
             BACKFILL: "true" if delivered["backfill"] else "false", ROUTED_AT: now_millis()})
-        sharing_record = chain.record_delivery(projector, change, delivered, masked, delivered_at, offset)
         self.deliveries += 1
-        return [Output(self.names.deliver(projector.department, self.library), key, value, out_headers),
-                Output(self.audit_topic, chain.chain.encode(), audit.encode(sharing_record), [])]
+        return (Output(self.names.deliver(projector.department, self.library), key, value, out_headers),
+                audit.delivery_of(projector, delivered, masked))
+
+    def sharing_record(self, chain: audit.AuditChain, change: dict[str, Any], deliveries: list[audit.Record],
+                       delivered_at: datetime, offset: int | None) -> Output:
+        """The one sharing record of a change's `deliveries`, next in `chain`."""
+        record = chain.record_change(self.library, change, deliveries, delivered_at, offset)
+        return Output(self.audit_topic, chain.chain.encode(), audit.encode(record), [])
 
 
 def shared_change(record: dict[str, Any], backfill: bool) -> dict[str, Any]:

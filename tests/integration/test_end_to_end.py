@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import pytest
 
@@ -97,14 +98,10 @@ def test_an_approval_while_changes_flow_through_two_routers_reaches_every_entity
     people = list(generate("population", 300, seed=93, department="public_security"))
     renamed = [{"citizen_id": p["citizen_id"], "sequence": 2, "name": p["name"] + "新"} for p in people[::4]]
     records = people + renamed
-    with Publisher(bus.as_principal("public_security"), "public_security", "population", names=bus.names) as publisher:
-        for start in range(0, len(records), 25):
-            assert all(publisher.publish(record).accepted for record in records[start:start + 25])
-            publisher.flush()
-            if start == 150:
-                subscription = control.approve(bus.settings, subscription.id, "public_security")
-            time.sleep(0.2)
-    rows = _store_converges(bus, subscription, f"sqlite:///{tmp_path}/health.db", count=300)
+    approved = []
+    _publish_in_chunks(bus, records, 25, pause=0.2, at=150,
+                       then=lambda: approved.append(control.approve(bus.settings, subscription.id, "public_security")))
+    rows = _store_converges(bus, approved[0], f"sqlite:///{tmp_path}/health.db", count=300)
     assert sum(1 for row in rows.values() if row["name"].endswith("新")) == 75
 
 
@@ -124,17 +121,17 @@ def test_a_router_killed_mid_stream_loses_nothing_and_leaves_the_audit_chain_who
     people = list(generate("population", 2000, seed=97, department="public_security"))
     renamed = [{"citizen_id": p["citizen_id"], "sequence": 2, "name": p["name"] + "新"} for p in people[::2]]
     records = people + renamed
-    with Publisher(bus.as_principal("public_security"), "public_security", "population", names=bus.names) as publisher:
-        for start in range(0, len(records), 100):
-            assert all(publisher.publish(record).accepted for record in records[start:start + 100])
-            publisher.flush()
-            if start == 1500:
-                deadline = time.monotonic() + 60
-                while not (routed := _routed(router)) and time.monotonic() < deadline:
-                    time.sleep(0.05)
-                router.kill()
-                assert 0 < routed < len(records), "killed while it was routing"
-                router = start_processors("router")
+    routers = [router]
+
+    def kill_and_restart_the_router() -> None:
+        deadline = time.monotonic() + 60
+        while not (routed := _routed(routers[-1])) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        routers[-1].kill()
+        assert 0 < routed < len(records), "killed while it was routing"
+        routers.append(start_processors("router"))
+
+    _publish_in_chunks(bus, records, 100, at=1500, then=kill_and_restart_the_router)
     rows = _store_converges(bus, subscription, f"sqlite:///{tmp_path}/health.db", count=2000)
     assert sum(1 for row in rows.values() if row["name"].endswith("新")) == 1000
     result = audit.verify(read_audit(bus.settings))
@@ -142,6 +139,19 @@ def test_a_router_killed_mid_stream_loses_nothing_and_leaves_the_audit_chain_who
     recorded = {(record["entity_id"], record["version"]) for record in map(audit.decode, read_audit(bus.settings))}
     assert all((entity, row["version"]) in recorded for entity, row in rows.items()), \
         "every version a store holds has its sharing record"
+
+
+def _publish_in_chunks(bus, records: list[dict], size: int, pause: float = 0.0, *, at: int,
+                       then: Callable[[], object]) -> None:
+    """Publish as public security, `size` records at a time, each chunk flushed; `then()` runs
+    once the chunk that starts at record `at` is acknowledged."""
+    with Publisher(bus.as_principal("public_security"), "public_security", "population", names=bus.names) as publisher:
+        for start in range(0, len(records), size):
+            assert all(publisher.publish(record).accepted for record in records[start:start + size])
+            publisher.flush()
+            if start == at:
+                then()
+            time.sleep(pause)
 
 
 def _routed(router) -> int:

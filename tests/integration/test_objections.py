@@ -66,11 +66,11 @@ def test_a_pseudonymous_objection_is_resolved_by_a_published_correction(bus, sta
     # health sees people by pseudonym under a work-reference subscription; the router
     # left sharing records of its deliveries (one of them a decoy for another person).
     for person, event_id in ((people[1], "ev-decoy"), (people[2], "ev-wrong")):
+        to_health = audit.delivery(department="health", subscription="sub-h", purpose="work_reference",
+                                   fields=["citizen_id", "marital_status"], masked=["citizen_id"])
         record = audit.build_record(chain="population/0", previous=audit.GENESIS, delivered_at=datetime.now(timezone.utc),
-                                    department="health", library=LIBRARY, subscription="sub-h",
-                                    purpose="work_reference", entity_id=person["citizen_id"], event_id=event_id,
-                                    version=2, op="UPSERT", backfill=False, fields=["citizen_id", "marital_status"],
-                                    masked=["citizen_id"])
+                                    library=LIBRARY, entity_id=person["citizen_id"], event_id=event_id,
+                                    version=2, op="UPSERT", backfill=False, deliveries=[to_health])
         send_raw(bus.settings, bus.names.bus(AUDIT), audit.encode(record), key=b"population/0")
     seen_as = pseudonym(bus.settings.key_secret.encode(), "sub-h", wrong)
 

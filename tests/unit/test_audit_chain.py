@@ -21,11 +21,13 @@ CANARY = "CANARY-not-shared-7f3a"
 
 
 def delivery(index: int, department: str = "health", entity_id: str | None = None) -> dict:
-    return {"delivered_at": START + timedelta(seconds=index), "department": department,
-            "library": "population", "subscription": f"sub-{department}", "purpose": "data_verification",
+    """`build_record`'s arguments for one change delivered to one department."""
+    return {"delivered_at": START + timedelta(seconds=index), "library": "population",
             "entity_id": entity_id or f"6101021990010{index:05d}", "event_id": f"event-{index}",
-            "version": index, "op": "UPSERT", "backfill": False, "fields": ["citizen_id", "name"],
-            "masked": ["name"], "source_offset": index}
+            "version": index, "op": "UPSERT", "backfill": False, "source_offset": index,
+            "deliveries": [audit.delivery(department=department, subscription=f"sub-{department}",
+                                          purpose="data_verification", fields=["citizen_id", "name"],
+                                          masked=["name"])]}
 
 
 def chain_of(count: int, chain: str = "population/0") -> list[bytes]:
@@ -58,7 +60,7 @@ def test_the_hash_is_sha256_of_the_canonical_json_without_the_hash() -> None:
 
 def test_an_altered_record_is_reported_as_altered_at_its_position() -> None:
     records = chain_of(5)
-    records[2] = altered(records[2], department="tax")
+    records[2] = altered(records[2], deliveries=[{**decode(records[2])["deliveries"][0], "department": "tax"}])
     result = verify(records)
     assert (result.first_break.position, result.first_break.kind) == (2, "altered")
     assert result.checked == 2
@@ -66,7 +68,7 @@ def test_an_altered_record_is_reported_as_altered_at_its_position() -> None:
 
 def test_an_altered_and_rehashed_record_breaks_the_link_of_the_next_one() -> None:
     records = chain_of(5)
-    forged = {**decode(records[2]), "fields": ["citizen_id"]}
+    forged = {**decode(records[2]), "event_id": "event-forged"}
     forged["hash"] = audit.record_hash(forged)
     records[2] = encode(forged)
     assert (verify(records).first_break.position, verify(records).first_break.kind) == (3, "removed")
@@ -138,12 +140,14 @@ def test_a_record_of_a_masked_delivery_holds_field_names_and_no_values() -> None
               "fields_set": ["name", "biometric_digest"], "backfill": False, "recorded_at": START,
               "data": {"name": "王小明", "sex": "male", "biometric_digest": CANARY}}
     delivered, masked = projector.project(change, START)
-    record = AuditChain("population/0").record_delivery(projector, change, delivered, masked, START, 41)
+    part = audit.delivery_of(projector, delivered, masked)
+    record = AuditChain("population/0").record_change("population", change, [part], START, 41)
     payload = encode(record).decode("utf-8")
     assert CANARY not in payload and "王小明" not in payload and "male" not in payload
-    assert (record["fields"], record["masked"]) == (["name", "sex"], ["name"])
-    assert (record["entity_id"], record["subscription"], record["purpose"]) == (
-        "610102199001011234", "sub-7", "work_reference")
+    [row] = audit.rows([record])
+    assert (row["fields"], row["masked"]) == (["name", "sex"], ["name"])
+    assert (row["entity_id"], row["subscription"], row["purpose"], row["source_offset"]) == (
+        "610102199001011234", "sub-7", "work_reference", 41)
 
 
 def test_query_answers_who_received_an_entity_when_and_for_what_each_once() -> None:
@@ -154,6 +158,33 @@ def test_query_answers_who_received_an_entity_when_and_for_what_each_once() -> N
     assert [r["event_id"] for r in query(log, entity_id="A")] == ["event-0", "event-1", "event-3"]
     assert [r["event_id"] for r in query(log, department="health", entity_id="A")] == ["event-0", "event-3"]
     assert query(log, department="education") == []
+
+
+def test_one_record_of_a_change_answers_for_each_department_it_was_delivered_to() -> None:
+    parts = [audit.delivery(department=department, subscription=f"sub-{department}", purpose=purpose,
+                            fields=fields, masked=masked)
+             for department, purpose, fields, masked in (("health", "work_reference", ["name"], ["name"]),
+                                                         ("tax", "data_verification", ["name", "sex"], []))]
+    record = AuditChain("population/0").append(**{**delivery(0, entity_id="A"), "deliveries": parts})
+    assert verify([record]).ok
+    health, tax = query([record, record], entity_id="A")  # a re-sent record counts once
+    assert (health["department"], health["purpose"], health["fields"], health["masked"]) == (
+        "health", "work_reference", ["name"], ["name"])
+    assert (tax["department"], tax["purpose"], tax["fields"], tax["masked"]) == (
+        "tax", "data_verification", ["name", "sex"], [])
+    assert [row["department"] for row in query([record], department="tax")] == ["tax"]
+    assert health["hash"] == tax["hash"] == record["hash"]
+
+
+def test_a_record_of_the_older_one_per_delivery_format_is_still_answered() -> None:
+    older = {"format": 1, "chain": "population/0", "previous": GENESIS, "delivered_at": "2025-03-01T08:00:00.000Z",
+             "department": "health", "library": "population", "subscription": "sub-h", "purpose": "work_reference",
+             "entity_id": "A", "event_id": "e-1", "version": 1, "op": "UPSERT", "backfill": False,
+             "fields": ["name"], "masked": [], "source_offset": 3}
+    older["hash"] = audit.record_hash(older)
+    assert verify([older]).ok
+    [row] = query([encode(older)], department="health", entity_id="A")
+    assert (row["subscription"], row["fields"]) == ("sub-h", ["name"])
 
 
 @settings(max_examples=200, deadline=None)
