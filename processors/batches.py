@@ -16,8 +16,9 @@ only (every reader of the bus reads committed data) and handles the batch again 
 committed offset. So the state write can never be missing behind its output, the audit chain's
 head never disagrees with the records written, and nothing is applied twice.
 
-One ``BatchLoop`` per processor runs in a thread of the worker (faust hosts the worker: its web
-views, timers and signal handling); librdkafka's own threads fetch, send and heartbeat.
+One ``BatchLoop`` per processor runs in a thread of the worker (``host``, or faust when the
+worker also runs the freshness agents); librdkafka's own threads fetch, send and heartbeat.
+The loop also keeps ``govbus_consumer_lag`` current for the partitions it holds.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ BATCH_WAIT = 0.05  # seconds the consumer waits to fill a batch before handling 
 IDLE_EVERY = 1.0  # seconds between a processor's idle work (the router's owed backfills)
 TRANSACTION_TIMEOUT_MS = 20_000  # a killed worker's open transaction is aborted by the broker after this
 MAX_POLL_INTERVAL_MS = 900_000  # a long backfill between two polls must not cost the worker its partitions
+LAG_EVERY = 5.0  # seconds between two updates of the consumer-lag gauge
 
 Partition = tuple[str, int]
 
@@ -91,6 +93,8 @@ class BatchProcessor(Protocol):
 
     def idle(self, loop: BatchLoop) -> None: ...
 
+    def stats(self) -> dict[str, Any]: ...
+
 
 def instance_id(settings: Settings, group: str, processor: str) -> str:
     """A transactional id that the same worker gets again when it restarts (host and port),
@@ -111,6 +115,7 @@ class BatchLoop:
         self.failed: BaseException | None = None
         self.batches = 0
         self.events = 0
+        self.lag: int | None = None  # messages not yet read in the partitions held, when last measured
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._consumer: Any = None
@@ -131,7 +136,7 @@ class BatchLoop:
     def _run(self) -> None:
         try:
             self._open()
-            next_idle = time.monotonic() + IDLE_EVERY
+            next_idle = next_lag = time.monotonic() + IDLE_EVERY
             while not self._stop.is_set():
                 messages = self._consumer.consume(MAX_BATCH, BATCH_WAIT)
                 messages = [message for message in messages if self._usable(message)]
@@ -140,6 +145,9 @@ class BatchLoop:
                 if time.monotonic() >= next_idle:
                     self._retrying("idle work", lambda: self.processor.idle(self))
                     next_idle = time.monotonic() + IDLE_EVERY
+                if time.monotonic() >= next_lag:
+                    self._retrying("measuring the lag", self._measure_lag)
+                    next_lag = time.monotonic() + LAG_EVERY
         except BaseException as error:  # noqa: BLE001 - a dead loop must not look alive
             self.failed = error
             log.exception("the %s loop failed: this worker stops; its partitions move to another, and the "
@@ -278,6 +286,19 @@ class BatchLoop:
         for each in committed:
             self._consumer.seek(TopicPartition(each.topic, each.partition, max(each.offset, 0)))
 
+    def _measure_lag(self) -> None:
+        """Per partition held: its end as last fetched minus the position (no broker round trip)."""
+        total = 0
+        held = [TopicPartition(topic, partition) for topic, partition in sorted(self.assignment)]
+        for each in self._consumer.position(held) if held else ():
+            _, end = self._consumer.get_watermark_offsets(each, cached=True)
+            if each.offset < 0 or end < 0:
+                continue  # nothing read or fetched yet
+            lag = max(end - each.offset, 0)
+            metrics.consumer_lag.labels(each.topic, str(each.partition)).set(lag)
+            total += lag
+        self.lag = total
+
     # Rebalances (called inside consume(), between two batches: no transaction is open)
 
     def _on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
@@ -293,9 +314,14 @@ class BatchLoop:
         lost = [(each.topic, each.partition) for each in partitions]
         self.processor.revoked(lost)
         self.assignment -= set(lost)
+        for topic, partition in lost:
+            try:
+                metrics.consumer_lag.remove(topic, str(partition))
+            except KeyError:
+                pass  # never measured
 
-    def stats(self) -> dict[str, int]:
-        return {"batches": self.batches, "events": self.events}
+    def stats(self) -> dict[str, int | None]:
+        return {"batches": self.batches, "events": self.events, "lag": self.lag}
 
     def healthy(self) -> bool:
         return self.failed is None and self.ready.is_set()
@@ -312,6 +338,3 @@ def by_partition(messages: Iterable[Message]) -> dict[int, list[Message]]:
         grouped.setdefault(message.partition(), []).append(message)
     return grouped
 
-
-Factory = Callable[[Settings], BatchProcessor]
-__all__ = ["BatchLoop", "BatchProcessor", "Checkpoint", "KafkaError", "MAX_BATCH", "headers_of", "by_partition"]

@@ -12,7 +12,8 @@ values — library, department, reason — never an entity id: labels must stay 
     metrics.deliveries.labels("population", "civil_affairs").inc()
 
 Consumer lag (per assigned partition: the partition's end offset minus the worker's position)
-is read from the faust consumer by a timer that ``mount`` starts.
+is measured by each batched loop (``batches.BatchLoop``) for the partitions it holds, and read
+from the faust consumer by a timer that ``mount`` starts for the freshness agents.
 """
 
 from __future__ import annotations

@@ -44,7 +44,7 @@ def group_id(settings: Settings, processor: str) -> str:
 def batched(settings: Settings, processor: BatchProcessor, ready: Callable[[], bool] | None = None,
             before_start: list[Callable[[], None]] | None = None) -> Registered:
     loop = BatchLoop(settings, group_id(settings, processor.name), processor)
-    return Registered(processor.stats, (lambda: loop.healthy() and ready()) if ready else loop.healthy,  # type: ignore[attr-defined]
+    return Registered(processor.stats, (lambda: loop.healthy() and ready()) if ready else loop.healthy,
                       lambda: sorted(f"{topic}[{partition}]" for topic, partition in loop.assignment),
                       loop, before_start or [])
 
@@ -94,7 +94,8 @@ def health(chosen: list[str], registered: dict[str, Registered], started: float,
         ready = ready and processor.ready()
     return {"status": "ready" if ready else "starting", "processors": chosen,
             "uptime_seconds": round(time.time() - started, 1), "assigned": assigned,
-            "counts": {name: processor.stats() for name, processor in registered.items()}}, ready
+            "counts": {name: processor.stats() for name, processor in registered.items()},
+            "loops": {name: processor.loop.stats() for name, processor in registered.items() if processor.loop}}, ready
 
 
 def start_loops(registered: dict[str, Registered]) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import time
+import urllib.request
 
 from govbus.processors import deadletters
 from govbus.producers.generate import generate
@@ -34,6 +36,28 @@ def test_valid_events_reach_shared_and_state(bus, start_processors) -> None:
     first = records[0]
     assert golden_values(golden[first["citizen_id"]])["name"] == first["name"]
     assert golden_source(golden[first["citizen_id"]], "name") == "public_security"
+
+
+def test_the_gate_reports_its_consumer_lag_per_partition_held_and_it_falls_to_zero(bus, start_processors) -> None:
+    bus.apply_catalog()
+    gate = start_processors("gate")
+    _publish(bus, "public_security", "population", list(generate("population", 40, seed=22, department="public_security")))
+    wait_for(bus.settings, bus.names.shared("population"), 40)
+    ingest = bus.names.ingest("population", "public_security")
+    deadline, lags, loop = time.monotonic() + 30, {}, {}
+    while time.monotonic() < deadline:
+        loop = (gate.health() or {}).get("loops", {}).get("gate", {})
+        with urllib.request.urlopen(gate.health_url.replace("/health", "/metrics"), timeout=5) as answer:
+            lags = {line.split()[0]: float(line.split()[1]) for line in answer.read().decode().splitlines()
+                    if line.startswith("govbus_consumer_lag{") and f'topic="{ingest}"' in line}
+        if loop.get("events", 0) >= 40 and loop.get("lag") == 0 and lags:
+            break
+        time.sleep(0.5)
+    assert loop.get("events", 0) >= 40 and loop.get("lag") == 0, loop
+    measured = {name.split('partition="')[1].split('"')[0] for name in lags}
+    held = {entry[len(ingest) + 1:-1] for entry in gate.health()["assigned"] if entry.startswith(f"{ingest}[")}
+    assert measured == held and held, (measured, held)
+    assert all(value == 0 for value in lags.values()), lags
 
 
 def test_each_kind_of_bad_event_lands_in_the_dead_letter_topic_with_its_reason(bus, start_processors) -> None:
