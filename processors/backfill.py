@@ -2,10 +2,9 @@
 delivered partition by partition by the router instance that owns the partition.
 
 Why by the partition's owner, in line with its live changes: a change routed before the
-router knew of the approval goes to no one, so the backfill must contain it. Its state was
-stored before the change was sent to ``shared`` (the gate's ``send_after``), so a backfill that
-reads the state partition *after* every change routed without the subscription contains
-them all. One instance doing every partition's backfill cannot promise that: another instance,
+router knew of the approval goes to no one, so the backfill must contain it. Its golden
+record was committed with it, in the gate's transaction, so a backfill that reads the state
+partition *after* every change routed without the subscription contains them all. One instance doing every partition's backfill cannot promise that: another instance,
 whose subscription watcher is a moment behind, may still route a change to no one after the
 backfill read the state — that change would then never reach the department. The owner
 knows: it does the backfill before it routes the partition's next change, with the
@@ -14,8 +13,8 @@ projectors that change would be routed with, and marks the partition done in
 knows what is still owed. A backfill cut off by a crash is done again: subscribers apply by
 version, so what arrives twice changes nothing.
 
-The state read may already hold changes the router has not routed yet (the gate writes state
-before ``shared``). Those would arrive twice, in the backfill and live, and a subscriber would
+The state read may already hold changes the router has not routed yet (it reads ``shared``
+behind the gate). Those would arrive twice, in the backfill and live, and a subscriber would
 ignore the live one as not newer: its callbacks would never see that event, and the sharing
 record would say it was delivered twice. So the owner remembers, per entity, the version the
 backfill gave, and skips a live delivery to that subscription that is not newer — until it
@@ -112,7 +111,9 @@ class Backfill:
             consumer.close()
 
     def _current_state(self, partition: int) -> Iterator[Golden]:
-        """Each entity's newest golden record in the partition (not the deleted ones)."""
+        """Each entity's newest golden record in the partition (not the deleted ones). Two
+        passes: the first keeps only each key's newest offset (no record), the second lets go
+        of each key as its record is given, so memory stays a fraction of the partition's."""
         newest: dict[bytes, int] = {}
         for message in stream_topic(self.settings, self.state_topic, [partition], timeout=READ_TIMEOUT):
             newest[message.key] = message.offset
@@ -120,7 +121,10 @@ class Backfill:
         for message in stream_topic(self.settings, self.state_topic, [partition], timeout=READ_TIMEOUT):
             if message.offset > end:
                 break  # written after the first pass: a later change, routed live
-            if message.value and newest.get(message.key) == message.offset:
+            if newest.get(message.key) == message.offset:
+                del newest[message.key]
+                if not message.value:
+                    continue
                 golden = self.golden_format.load(json.loads(message.value))
                 if not golden.deleted and golden.values:
                     yield golden

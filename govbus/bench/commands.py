@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import time
 import traceback
@@ -23,11 +24,14 @@ SCENARIOS = ("hot_path", "ceiling", "topology", "end_to_end", "offered_load", "p
 @click.option("--events", type=click.IntRange(min=10), default=None,
               help="Changes per scenario (end to end, ceiling, hot path); the others scale with it.")
 @click.option("--full", is_flag=True, help="The issue's sizes (1,000,000-record initial load, minutes per rate).")
+@click.option("--snapshot", type=click.IntRange(min=100), default=None,
+              help="Records of the initial load and of the backfill after it (e.g. 1000000).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=PROJECT_ROOT / "bench" / "results",
               show_default=True, help="Where the JSON and Markdown results go.")
 @click.option("--profile/--no-profile", default=True, show_default=True,
               help="Profile the hot path with pyinstrument (its reports go beside the results).")
-def bench(scenarios: tuple[str, ...], events: int | None, full: bool, out: Path, profile: bool) -> None:
+def bench(scenarios: tuple[str, ...], events: int | None, full: bool, snapshot: int | None, out: Path,
+          profile: bool) -> None:
     """Measure throughput and freshness of the bus against the Kafka ceiling and polling.
 
     Starts a throw-away secured local broker unless GOVBUS_BOOTSTRAP_SERVERS is set. The
@@ -37,6 +41,8 @@ def bench(scenarios: tuple[str, ...], events: int | None, full: bool, out: Path,
     sizes = Sizes.full() if full else Sizes.small()
     if events is not None:
         sizes = sizes.scaled(events)
+    if snapshot is not None:
+        sizes = dataclasses.replace(sizes, snapshot=snapshot)
     out.mkdir(parents=True, exist_ok=True)
     context = Context(get_settings(), sizes, out)
     document: dict[str, Any] = {**machine.describe(), "parameters": {

@@ -173,6 +173,11 @@ def _polling(entry: dict[str, Any]) -> list[str]:
 
 
 def _initial(entry: dict[str, Any]) -> list[str]:
-    rows = [("records", entry["records"]), ("seconds", entry["seconds"]), ("records/s", entry["records_per_s"])]
-    rows += [(f"peak RSS MiB: {name}", value) for name, value in entry["peak_rss_mib"].items()]
+    rows = []
+    for phase, found in (("snapshot", entry), ("backfill", entry.get("backfill"))):
+        if not found:
+            continue
+        rows += [(f"{phase}: records", found["records"]), (f"{phase}: seconds", found["seconds"]),
+                 (f"{phase}: records/s", found["records_per_s"])]
+        rows += [(f"{phase}: peak RSS MiB: {name}", value) for name, value in found["peak_rss_mib"].items()]
     return _table(rows)

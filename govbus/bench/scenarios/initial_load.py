@@ -1,11 +1,13 @@
-"""Initial load: a snapshot of the population library through the bus into one subscriber.
+"""Initial load: a source's snapshot through the bus into one store, then a new approval's backfill.
 
-A department that joins, or a source that (re)loads its whole base library, sends every
-record as a SNAPSHOT event. Here public security publishes N snapshot records (1,000,000 at
-full size) through the gate and the router into one subscribing department's SQLite store,
-on a bus of its own. Reported: total time from the first publish to the last record applied,
-records per second, and the peak memory of every process — which must not grow with N
-beyond the gate's golden records (held in memory by the faust table) and the store.
+A source that (re)loads its whole base library sends every record as a SNAPSHOT event. Here
+public security publishes N snapshot records (1,000,000 at full size, or ``--snapshot N``)
+through the gate and the router into one subscribing department's SQLite store, on a bus of
+its own. Then a second department's subscription is approved: the router delivers the
+current state of every entity to it (the backfill), and its subscriber applies them.
+Reported for each: records, seconds, records per second, and the peak memory of every
+process — which must not grow with N (the gate keeps its golden records on disk, the
+backfill streams the state partitions, the subscribers stream their deliveries).
 """
 
 from __future__ import annotations
@@ -13,12 +15,14 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from govbus.bench import workload
+from govbus.bench import follower, workload
 from govbus.bench.context import Context
 from govbus.bench.harness import BenchError, Pipeline
 from govbus.bench.measure import per_thousand, rounded
+from govbus.bench.subscriptions import OWNER, requests
 
 DEPARTMENT = "hr_social_security"
+NEWCOMER = "health"  # approved after the load: its store is filled by the backfill
 
 
 def run(context: Context) -> dict[str, Any]:
@@ -27,6 +31,14 @@ def run(context: Context) -> dict[str, Any]:
                         departments=(DEPARTMENT,))
     context.cleanups.append(pipeline.stop)
     pipeline.start()
+    result = _snapshot(pipeline, count)
+    result["backfill"] = _backfill(pipeline, count)
+    pipeline.stop()
+    return rounded(result)
+
+
+def _snapshot(pipeline: Pipeline, count: int) -> dict[str, Any]:
+    """From the first publish to the last record applied in the one store."""
     watch = pipeline.watch().start()
     with pipeline.publisher() as publisher:
         first = time.time()
@@ -40,14 +52,37 @@ def run(context: Context) -> dict[str, Any]:
         raise BenchError(f"{len(report.failures)} snapshot publishes failed, e.g. {report.failures[0]}")
     if not pipeline.wait_applied({DEPARTMENT: count}, timeout=max(300.0, count / 20)):
         raise BenchError(f"initial load: {pipeline.applied_counts()} of {count} applied in time")
-    time.sleep(0.3)  # the follower's status file is written every 0.2 s
+    seconds = _last_applied(pipeline, DEPARTMENT) - first
     processes = watch.stop()
-    from govbus.bench import follower
+    return {"records": count, "department": DEPARTMENT, "seconds": seconds, "records_per_s": count / seconds,
+            "publish_seconds": published - first, "cpu_seconds_per_1000_records": per_thousand(processes, count),
+            "peak_rss_mib": {name: entry["peak_rss_mib"] for name, entry in processes.items()}}
 
-    last = follower.read_status(pipeline.followers[DEPARTMENT].out, DEPARTMENT)["last_applied_ms"] / 1000
-    pipeline.stop()
-    seconds = last - first
-    return rounded({"records": count, "department": DEPARTMENT, "seconds": seconds, "records_per_s": count / seconds,
-                    "publish_seconds": published - first,
-                    "cpu_seconds_per_1000_records": per_thousand(processes, count),
-                    "peak_rss_mib": {name: entry["peak_rss_mib"] for name, entry in processes.items()}})
+
+def _backfill(pipeline: Pipeline, count: int) -> dict[str, Any]:
+    """From the approval to the last entity applied in the newcomer's store."""
+    from govbus.processors import control
+
+    [request] = requests((NEWCOMER,))
+    approved_at = time.time()
+    subscription = control.request(pipeline.settings, request)
+    if subscription.state == "requested":
+        subscription = control.approve(pipeline.settings, subscription.id, OWNER)
+    if subscription.state != "approved":
+        raise BenchError(f"the backfill's subscription was {subscription.state}: {subscription.decision.reason}")
+    pipeline.start_follower(NEWCOMER)
+    watch = pipeline.watch().start()
+    if not pipeline.wait_applied({NEWCOMER: count}, timeout=max(300.0, count / 20)):
+        raise BenchError(f"backfill: {pipeline.applied_counts()} of {count} applied in time")
+    seconds = _last_applied(pipeline, NEWCOMER) - approved_at
+    processes = watch.stop()
+    return {"records": count, "department": NEWCOMER, "seconds": seconds, "records_per_s": count / seconds,
+            "cpu_seconds_per_1000_records": per_thousand(processes, count),
+            "peak_rss_mib": {name: entry["peak_rss_mib"] for name, entry in processes.items()}}
+
+
+def _last_applied(pipeline: Pipeline, department: str) -> float:
+    """When the department's subscriber applied its last change (seconds since the epoch)."""
+    time.sleep(follower.STATUS_EVERY_S * 1.5)  # its status file is written every STATUS_EVERY_S
+    return follower.read_status(pipeline.followers[department].out, department)["last_applied_ms"] / 1000
+
