@@ -34,7 +34,7 @@ from govbus.processors.projection import Projector
 from govbus.processors.subscriptions import Subscription
 from govbus.schemas.codec import Codec
 from govbus.schemas.framing import (BACKFILL, IMAGE, MASKED, PURPOSE, ROUTED_AT, SUBSCRIPTION, Headers, entity_key,
-                                    header_map, now_millis, with_headers)
+                                    header_map, now_millis)
 from govbus.settings import Settings
 from govbus.topics import apply as topic_apply
 from govbus.topics.catalog import Catalog
@@ -125,6 +125,7 @@ class RouterLogic:
         self.secret = settings.key_secret.encode()
         self.audit_topic = self.names.bus(AUDIT)
         self.deliveries = 0
+        self._static_headers: dict[Projector, Headers] = {}  # per projector: the headers all its deliveries carry
 
     def route(self, value: bytes, headers: Headers, partition: int, offset: int, timestamp_ms: int,
               head: str, covered: Mapping[str, Mapping[str, int]] = EMPTY,
@@ -134,14 +135,15 @@ class RouterLogic:
         change not newer than those is not delivered again; see ``backfill``). `projectors`:
         the subscriptions to route with (the book's current ones when not given)."""
         _, record = self.codec.decode(value)
-        found = header_map(headers)
-        change = shared_change(record, found.get(BACKFILL) == b"true")
+        change = shared_change(record, header_map(headers).get(BACKFILL) == b"true")
         delivered_at = datetime.fromtimestamp(timestamp_ms / 1000, timezone.utc)
+        kept = passed_on(headers)
+        keys: dict[str, bytes] = {}
         outputs, shared = [], []
         for projector in self.book.projectors(self.library) if projectors is None else projectors:
             if change["version"] <= covered.get(projector.subscription_id, EMPTY).get(change["entity_id"], 0):
                 continue
-            made = self.deliver(projector, change, record, headers, delivered_at)
+            made = self.deliver(projector, change, record, kept, delivered_at, keys)
             if made is not None:
                 outputs.append(made[0])
                 shared.append(made[1])
@@ -151,9 +153,11 @@ class RouterLogic:
         outputs.append(self.sharing_record(chain, change, shared, delivered_at, offset))
         return outputs, chain.head
 
-    def deliver(self, projector: Projector, change: dict[str, Any], record: dict[str, Any], headers: Headers,
-                delivered_at: datetime) -> tuple[Output, audit.Record] | None:
-        """The delivery of `change` to one subscription, and its part of the sharing record."""
+    def deliver(self, projector: Projector, change: dict[str, Any], record: dict[str, Any], kept: Headers,
+                delivered_at: datetime, keys: dict[str, bytes] | None = None) -> tuple[Output, audit.Record] | None:
+        """The delivery of `change` to one subscription, and its part of the sharing record.
+        `kept`: the change's headers that deliveries pass on (``passed_on``); `keys`: entity
+        keys already computed for this change (one HMAC for its several deliveries)."""
         delivered, masked = projector.project(change, delivered_at)
         if delivered is None:
             return None
@@ -163,20 +167,43 @@ class RouterLogic:
             "source_system": record["source_system"], "sequence": delivered["version"],
             "valid_from": delivered["valid_from"], "recorded_at": delivered["recorded_at"],
             "data": delivered["data"] or {}})
-        key = entity_key(self.secret, self.library, delivered["entity_id"])
-        out_headers = with_headers(headers, ce_subject=key, **{
-            SUBSCRIPTION: projector.subscription_id, PURPOSE: projector.purpose, MASKED: ",".join(masked),
-            IMAGE: projector.image_header,
-            BACKFILL: "true" if delivered["backfill"] else "false", ROUTED_AT: now_millis()})
+        key = self._key(delivered["entity_id"], {} if keys is None else keys)
+        out_headers = [*kept, *self._headers_of(projector), ("ce_subject", key),
+                       (MASKED, ",".join(masked).encode()),
+                       (BACKFILL, b"true" if delivered["backfill"] else b"false"), (ROUTED_AT, now_millis())]
         self.deliveries += 1
         return (Output(self.names.deliver(projector.department, self.library), key, value, out_headers),
                 audit.delivery_of(projector, delivered, masked))
+
+    def _key(self, entity_id: str, keys: dict[str, bytes]) -> bytes:
+        key = keys.get(entity_id)
+        if key is None:
+            key = keys[entity_id] = entity_key(self.secret, self.library, entity_id)
+        return key
+
+    def _headers_of(self, projector: Projector) -> Headers:
+        found = self._static_headers.get(projector)
+        if found is None:
+            if len(self._static_headers) > 256:  # projectors of subscriptions since changed
+                self._static_headers.clear()
+            found = self._static_headers[projector] = [
+                (SUBSCRIPTION, projector.subscription_id.encode()), (PURPOSE, projector.purpose.encode()),
+                (IMAGE, projector.image_header.encode())]
+        return found
 
     def sharing_record(self, chain: audit.AuditChain, change: dict[str, Any], deliveries: list[audit.Record],
                        delivered_at: datetime, offset: int | None) -> Output:
         """The one sharing record of a change's `deliveries`, next in `chain`."""
         record = chain.record_change(self.library, change, deliveries, delivered_at, offset)
         return Output(self.audit_topic, chain.chain.encode(), audit.encode(record), [])
+
+
+ROUTER_HEADERS = frozenset({"ce_subject", SUBSCRIPTION, PURPOSE, MASKED, IMAGE, BACKFILL, ROUTED_AT})
+
+
+def passed_on(headers: Headers | None) -> Headers:
+    """The headers of a shared change that its deliveries carry on (the router sets the others)."""
+    return [(name, value) for name, value in headers or () if name not in ROUTER_HEADERS]
 
 
 def shared_change(record: dict[str, Any], backfill: bool) -> dict[str, Any]:
