@@ -56,6 +56,10 @@ class Settings(BaseSettings):
                     "move to the others (Kafka's default; lower fails over sooner, but a worker paused that long, "
                     "e.g. by a loaded host, then loses its partitions for nothing).")
     freshness_interval: float = Field(10.0, gt=0, description="Seconds between the freshness processor's reports to metrics.freshness.")
+    state_dir: Path | None = Field(
+        None, description="Local folder where a processor keeps the state partitions it owns on disk (a cache, rebuilt "
+                          "from the state topic on every assignment); each process makes its own subfolder in it and "
+                          "removes it on exit. Default: the system's temporary folder.")
     topic_prefix: str = Field("", description="Namespace before every topic name (e.g. per environment).")
     key_secret: str = Field(
         "govbus-development-key-secret",

@@ -331,6 +331,15 @@ def headers_of(message: Message) -> list[tuple[str, bytes]]:
     return list(message.headers() or ())
 
 
+def by_library(partitions: Iterable[Partition], library_of: dict[str, str]) -> dict[str, list[int]]:
+    """Partitions (topic, number) as each library's partition numbers, sorted, each once: a
+    library's state is kept per partition number, whichever of its topics the number is of."""
+    chosen: dict[str, set[int]] = {}
+    for topic, partition in partitions:
+        chosen.setdefault(library_of[topic], set()).add(partition)
+    return {library: sorted(numbers) for library, numbers in chosen.items()}
+
+
 def by_partition(messages: Iterable[Message]) -> dict[int, list[Message]]:
     """Messages grouped by partition, each group in offset order."""
     grouped: dict[int, list[Message]] = {}

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from confluent_kafka import Message
 
-from govbus.processors.batches import BatchLoop, Checkpoint, Partition, headers_of
-from govbus.processors.counting import count
+from govbus.processors.batches import BatchLoop, Checkpoint, Partition, by_library, headers_of
+from govbus.processors.counting import Tally
 from govbus.processors.gate import GateLogic, Output
 from govbus.processors.partition_store import PartitionStore
 from govbus.schemas.codec import default_codec
@@ -38,20 +38,15 @@ class GateBatches:
             for department in library.sources:
                 self.library_of[self.names.ingest(library.library, department)] = library.library
         self.topics = sorted(self.library_of)
-
-    def _by_library(self, partitions: list[Partition]) -> dict[str, list[int]]:
-        chosen: dict[str, set[int]] = {}
-        for topic, partition in partitions:
-            chosen.setdefault(self.library_of[topic], set()).add(partition)
-        return {library: sorted(numbers) for library, numbers in chosen.items()}
+        self.tally = Tally(self.name, self.names)
 
     def assigned(self, partitions: list[Partition]) -> None:
         """Restore the golden records of the state partitions matching the ingest partitions."""
-        for library, numbers in self._by_library(partitions).items():
+        for library, numbers in by_library(partitions, self.library_of).items():
             self.stores[library].load(numbers)
 
     def revoked(self, partitions: list[Partition]) -> None:
-        for library, numbers in self._by_library(partitions).items():
+        for library, numbers in by_library(partitions, self.library_of).items():
             self.stores[library].forget(numbers)
 
     def before(self, messages: list[Message], loop: BatchLoop) -> None:
@@ -68,12 +63,13 @@ class GateBatches:
             key = message.key()
             step = logic.handle(topic, partition, message.offset(), key, message.value(), headers_of(message),
                                 store.get(partition, key))
-            count("gate", library, step.outputs, self.names)
+            self.tally.add(library, step.outputs)
             if step.golden is not None:
                 store.put(partition, key, step.golden)
                 checkpoint.send(Output(store.topic, key, step.golden, []), partition=partition)
             for output in step.outputs:
                 checkpoint.send(output)
+        self.tally.flush()
 
     def stats(self) -> dict[str, dict[str, int]]:
         return {library: dict(logic.counts) for library, logic in self.logics.items()}

@@ -17,8 +17,9 @@ from confluent_kafka import Message
 
 from govbus.processors.audit import GENESIS
 from govbus.processors.backfill import Backfill, PartitionBackfills
-from govbus.processors.batches import BatchLoop, Checkpoint, Partition, by_partition, headers_of
-from govbus.processors.counting import count
+from govbus.processors.batches import (BatchLoop, Checkpoint, Partition, by_library, by_partition,
+                                       headers_of)
+from govbus.processors.counting import Tally
 from govbus.processors.gate import Output
 from govbus.processors.golden import GoldenFormat
 from govbus.processors.partition_store import PartitionStore
@@ -56,20 +57,15 @@ class RouterBatches:
             self.library_of[self.names.shared(name)] = name
             self.positions[name] = {}
         self.topics = sorted(self.library_of)
-
-    def _by_library(self, partitions: list[Partition]) -> dict[str, list[int]]:
-        chosen: dict[str, list[int]] = {}
-        for topic, partition in partitions:
-            chosen.setdefault(self.library_of[topic], []).append(partition)
-        return chosen
+        self.tally = Tally(self.name, self.names)
 
     def assigned(self, partitions: list[Partition]) -> None:
         """Restore the chain heads (and backfill markers) of the partitions gained."""
-        for library, numbers in self._by_library(partitions).items():
+        for library, numbers in by_library(partitions, self.library_of).items():
             self.heads[library].load(numbers)
 
     def revoked(self, partitions: list[Partition]) -> None:
-        for library, numbers in self._by_library(partitions).items():
+        for library, numbers in by_library(partitions, self.library_of).items():
             self.heads[library].forget(numbers)
             self.backfills[library].forget(numbers)
             for number in numbers:
@@ -92,6 +88,7 @@ class RouterBatches:
             library = self.library_of[topic]
             for partition, in_partition in by_partition(in_topic).items():
                 self._route_partition(library, partition, in_partition, checkpoint)
+        self.tally.flush()
 
     def _route_partition(self, library: str, partition: int, messages: list[Message], checkpoint: Checkpoint) -> None:
         logic, heads, backfills = self.logics[library], self.heads[library], self.backfills[library]
@@ -105,7 +102,7 @@ class RouterBatches:
             outputs, head_after = logic.route(message.value(), headers_of(message), partition, message.offset(),
                                               timestamp_ms, head, backfills.covered(partition, message.offset()),
                                               projectors)
-            count("router", library, outputs, self.names)
+            self.tally.add(library, outputs)
             for output in outputs:
                 checkpoint.send(output)
             moved = moved or head_after != head
