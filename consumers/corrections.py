@@ -1,21 +1,20 @@
 """The owner's answer to an objection: the corrected value, through the normal publishing path.
 
-Three steps, each with a clear error when it cannot be done:
-
 1. The real entity. A subscriber may know the entity only by its delivery pseudonym
    ("p-…": the key field is masked for its purpose). Every delivery left a sharing record in
    ``audit.deliveries`` with the subscription, the REAL entity id and the event id; the record
    of the raiser's department under the objection's subscription (and event id, when given)
-   whose real id yields that pseudonym is the entity. Recomputing the pseudonym needs the
-   bus's key secret (GOVBUS_KEY_SECRET), as the router has it.
-2. The next sequence: the owner's last applied sequence for the entity plus one, read from
-   the golden record in ``state.<library>`` (``sources[owner].sequence``; 0 when the owner
-   never published it). Only the key's partition is read.
-3. `Publisher(settings, owner, library).publish({key: id, field: value, "sequence": next})`:
-   validated like any other change, so a wrong correction is refused before it is sent.
-
-Reading ``audit.*`` and ``state.*`` needs a principal allowed to (the platform's operators);
-the broker's ACLs do not grant departments those topics.
+   whose real id yields that pseudonym is the entity (`real_entity_id`). The authority
+   processor does this when it records the objection (it reads ``audit.*`` and has the bus's
+   key secret) and gives the real id in the owner's copy only.
+2. The order. A correction is published with source system ``govbus-corrections``, which the
+   gate orders apart from the department's own system (``processors/decide.py ordering``),
+   numbered by the clock in microseconds (`correction_sequence`). So a correction never takes
+   a sequence number the owner's system will send next: the correction applies, and so does
+   the owner's next real change; two corrections of one entity apply in the order made.
+3. `Publisher(settings, owner, library).publish(...)` as the logged-in owner: validated like
+   any other change, so a wrong correction is refused before it is sent. Nothing but the
+   owner's own ingest topic is needed: no golden record is read.
 """
 
 from __future__ import annotations
@@ -23,16 +22,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import time
 from typing import Any
 
-from kafka.partitioner.default import murmur2
-
-from govbus import clients
 from govbus.consumers.objections import PSEUDONYM_PREFIX, Objection, ObjectionError
 from govbus.processors import audit
+from govbus.processors.decide import CORRECTIONS_SYSTEM
 from govbus.reading import read_topic
 from govbus.producers.publisher import Publisher
-from govbus.schemas.framing import entity_key
 from govbus.schemas.registry import FieldPolicy, default_registry
 from govbus.settings import Settings
 from govbus.topics.names import AUDIT, TopicNames
@@ -62,37 +59,21 @@ def real_entity_id(settings: Settings, objection: Objection) -> str:
                          "and that GOVBUS_KEY_SECRET is the router's")
 
 
-def next_sequence(settings: Settings, library: str, department: str, entity_id: str) -> int:
-    """The sequence `department`'s next change of the entity must carry."""
-    secret = settings.key_secret.encode()
-    key = entity_key(secret, library, entity_id)
-    topic = TopicNames(settings.topic_prefix).state(library)
-    consumer = clients.consumer(settings)
-    try:
-        partitions = sorted(consumer.partitions_for_topic(topic) or ())
-    finally:
-        consumer.close()
-    if not partitions:
-        raise ObjectionError(f"{topic} does not exist or cannot be read by {settings.sasl_username}; the golden "
-                             "records are needed to number the correction")
-    partition = partitions[(murmur2(key) & 0x7FFFFFFF) % len(partitions)]  # where the gate keeps it
-    values = [message.value for message in read_topic(settings, topic, [partition]) if message.key == key]
-    if not values or values[-1] is None:
-        raise ObjectionError(f"the bus has no {library} record {entity_id}: there is nothing to correct")
-    golden = json.loads(values[-1])
-    if golden.get("deleted"):
-        raise ObjectionError(f"{library} record {entity_id} was deleted: there is nothing to correct")
-    return int(golden.get("sources", {}).get(department, {}).get("sequence", 0)) + 1
+def correction_sequence() -> int:
+    """The sequence of a correction, in the corrections' own order: microseconds of the clock."""
+    return time.time_ns() // 1000
 
 
 def publish_correction(settings: Settings, objection: Objection, correction: Any) -> str:
-    """Publish the corrected value as the owner; the published event's id."""
+    """Publish the corrected value as the owner (the logged-in principal); the event's id."""
     registry = default_registry()
-    real_id = real_entity_id(settings, objection)
-    sequence = next_sequence(settings, objection.library, objection.owner, real_id)
-    record = {registry.entity_key(objection.library): real_id, objection.field: correction, "sequence": sequence,
-              "op": "upsert"}
-    with Publisher(settings, objection.owner, objection.library, source_system="govbus-objections") as publisher:
+    real_id = objection.real_entity_id or objection.entity_id
+    if real_id.startswith(PSEUDONYM_PREFIX):
+        raise ObjectionError(f"objection {objection.id} names the entity by a pseudonym and this copy has no real "
+                             "id: read it as its owner (the authority processor resolves it for the owner only)")
+    record = {registry.entity_key(objection.library): real_id, objection.field: correction,
+              "sequence": correction_sequence(), "op": "upsert"}
+    with Publisher(settings, objection.owner, objection.library, source_system=CORRECTIONS_SYSTEM) as publisher:
         result = publisher.publish(record)
         if not result.accepted:
             problems = "; ".join(f"{v.field}: {v.message}" for v in result.violations)

@@ -20,8 +20,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 
-from kafka import TopicPartition
+
+class Partition(NamedTuple):
+    """One partition of a delivery topic; equal to the store's ``(topic, partition)`` keys."""
+
+    topic: str
+    partition: int
 
 
 @dataclass(slots=True)
@@ -32,16 +38,17 @@ class LibraryStatus:
     topic: str
     upserted: int = 0
     deleted: int = 0
-    ignored: int = 0  # not newer than the store's row: duplicates, replays
+    ignored: int = 0  # not newer than the store's row: duplicates, replays (of life events too)
+    events: int = 0  # life events logged: apart from the current view, so not among `applied`
     rejected: int = 0
     lag: int | None = None
     as_of: datetime | None = None  # the store's watermark for the library
     waiting: bool = False  # the delivery topic does not exist yet (no approved subscription)
+    ended_at: datetime | None = None  # every subscription to it expired or was revoked then
 
     @property
     def applied(self) -> int:
         return self.upserted + self.deleted
-
 
 
 class Progress:
@@ -49,17 +56,17 @@ class Progress:
 
     def __init__(self, library_of_topic: Mapping[str, str]) -> None:
         self.library_of_topic = dict(library_of_topic)
-        self.positions: dict[TopicPartition, int] = {}  # next offset to apply, per partition
-        self.ends: dict[TopicPartition, int] = {}  # the partitions' ends when last asked
-        self._read_through: dict[TopicPartition, datetime] = {}
-        self._caught_up_at: dict[TopicPartition, datetime] = {}
+        self.positions: dict[Partition, int] = {}  # next offset to apply, per partition
+        self.ends: dict[Partition, int] = {}  # the partitions' ends when last asked
+        self._read_through: dict[Partition, datetime] = {}
+        self._caught_up_at: dict[Partition, datetime] = {}
 
-    def start(self, partition: TopicPartition, position: int) -> None:
+    def start(self, partition: Partition, position: int) -> None:
         self.positions[partition] = position
         self._read_through.pop(partition, None)
         self._caught_up_at.pop(partition, None)
 
-    def applied(self, partition: TopicPartition, next_offset: int, routed_at: datetime | None) -> None:
+    def applied(self, partition: Partition, next_offset: int, routed_at: datetime | None) -> None:
         """A batch up to `next_offset` is in the store; its last delivery was routed at `routed_at`."""
         self.positions[partition] = next_offset
         if routed_at is not None:
@@ -68,14 +75,14 @@ class Progress:
         if end is not None and next_offset > end:
             self.ends[partition] = next_offset
 
-    def saw_ends(self, ends: Mapping[TopicPartition, int], asked_at: datetime) -> None:
+    def saw_ends(self, ends: Mapping[Partition, int], asked_at: datetime) -> None:
         """The partitions' ends as the broker gave them to a request sent at `asked_at`."""
         self.ends.update(ends)
         for partition, end in ends.items():
             if self.positions.get(partition, -1) >= end:
                 self._caught_up_at[partition] = asked_at
 
-    def _partitions(self, library: str) -> list[TopicPartition]:
+    def _partitions(self, library: str) -> list[Partition]:
         return [tp for tp in self.positions if self.library_of_topic.get(tp.topic) == library]
 
     def lag(self, library: str) -> int | None:

@@ -19,8 +19,9 @@ import logging
 import os
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
+from govbus.consumers.deliveries import Received
 from govbus.consumers.stores import Store
 from govbus.settings import Settings
 
@@ -35,8 +36,8 @@ class RejectedLog:
         self._file: IO[str] | None = None
         self.pending = 0
 
-    def add(self, message: Any, library: str, reason: str) -> None:
-        """Record one rejected message (a kafka-python ConsumerRecord)."""
+    def add(self, message: Received, library: str, reason: str) -> None:
+        """Record one rejected message (a `deliveries.Received`)."""
         log.error("rejected %s delivery at %s[%d]@%d: %s", library, message.topic, message.partition,
                   message.offset, reason)
         if self._file is None:
@@ -47,7 +48,7 @@ class RejectedLog:
             "library": library, "topic": message.topic, "partition": message.partition,
             "offset": message.offset, "reason": reason,
             "key": message.key.decode("utf-8", "replace") if message.key else None,
-            "headers": {name: (value or b"").decode("utf-8", "replace") for name, value in message.headers or ()},
+            "headers": {name: (value or b"").decode("utf-8", "replace") for name, value in message.headers.items()},
             "value_base64": base64.b64encode(message.value).decode() if message.value is not None else None,
         }
         self._file.write(json.dumps(entry, ensure_ascii=False) + "\n")

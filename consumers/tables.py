@@ -10,6 +10,10 @@ raised itself, with no database error behind it), the batch is applied one deliv
 time, the refused ones are rejected, and the positions are saved last: a crash in between
 re-reads the batch, and versions make the re-applied deliveries no-ops. A database error
 (connection lost, disk full) is not the data's fault: it stops the subscriber.
+
+Life-event deliveries go through the same batch (the store logs them apart from the current
+view, see `stores.lifeevents`): their payload fields get columns like any delivered field,
+since the log checks each payload value against its field's column type.
 """
 
 from __future__ import annotations
@@ -65,15 +69,13 @@ class Tables:
         except StoreError as error:
             if error.__cause__ is not None or not deliveries:
                 raise
-        counts = [0, 0, 0]
+        result = ApplyResult()
         for message, delivery in pairs:
             try:
-                one = self.store.apply(library, [delivery])
+                result += self.store.apply(library, [delivery])
             except StoreError as error:
                 if error.__cause__ is not None:
                     raise
                 reject(message, str(error))
-                continue
-            counts = [counts[0] + one.upserted, counts[1] + one.deleted, counts[2] + one.ignored]
         self.store.apply(library, [], positions, as_of)
-        return ApplyResult(*counts)
+        return result

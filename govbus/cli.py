@@ -7,6 +7,7 @@ import sys
 
 import click
 
+from govbus import redaction
 from govbus.errors import GovbusError
 
 
@@ -28,6 +29,12 @@ def main(verbose: bool) -> None:
     Configure with GOVBUS_* environment variables (or a govbus.env file), e.g.
     GOVBUS_BOOTSTRAP_SERVERS=127.0.0.1:9092.
     """
+    configure_logging(verbose)
+
+
+def configure_logging(verbose: bool) -> None:
+    """Debug level with -v; either way no password reaches the log (``govbus.redaction``)."""
+    redaction.install()
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not verbose:  # the Kafka client logs transient retries as errors; our messages say what failed
@@ -37,17 +44,20 @@ def main(verbose: bool) -> None:
 def _register() -> None:
     from govbus.bench.commands import bench
     from govbus.broker.commands import broker
-    from govbus.consumers.commands import objections, subscribe
+    from govbus.console.commands import console
+    from govbus.consumers.commands import events, objections, subscribe
     from govbus.demo import demo
     from govbus.processors.assess_command import assess
     from govbus.processors.commands import dlq, processors
+    from govbus.processors.conflict_commands import conflicts
     from govbus.processors.control_commands import audit_group, subscriptions
-    from govbus.producers.commands import generate, publish
+    from govbus.producers.commands import generate, publish, rejections
     from govbus.schemas.commands import schemas
     from govbus.security.commands import certs, departments
+    from govbus.simulate.commands import simulate
     from govbus.topics.commands import acl, topics
 
-    for command in (broker, topics, acl, departments, certs, schemas, generate, publish, processors, dlq, subscriptions, audit_group, subscribe, objections, assess, demo, bench):
+    for command in (broker, topics, acl, departments, certs, schemas, generate, publish, rejections, processors, dlq, subscriptions, audit_group, subscribe, events, objections, conflicts, assess, console, demo, bench, simulate):
         main.add_command(command)
 
 

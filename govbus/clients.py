@@ -18,8 +18,12 @@ from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 
+from govbus import redaction
 from govbus.security import credentials
 from govbus.settings import Settings
+
+# kafka-python's admin client logs its configuration, the password included, at debug level.
+redaction.install()
 
 # kafka-python warns that SCRAM over a plaintext listener "exchanges credentials in the clear";
 # SCRAM never sends the password (only a salted proof), so the warning only alarms operators.
@@ -27,9 +31,13 @@ logging.getLogger("kafka.net.sasl.scram").setLevel(logging.ERROR)
 
 
 def sasl_credentials(settings: Settings) -> credentials.Credentials:
+    """The principal's login; its password is from now on blanked out of every log message."""
     if settings.sasl_password:
-        return credentials.Credentials(settings.sasl_username, settings.sasl_password)
-    return credentials.load(settings.home, settings.sasl_username)
+        login = credentials.Credentials(settings.sasl_username, settings.sasl_password)
+    else:
+        login = credentials.load(settings.home, settings.sasl_username)
+    redaction.remember(login.password)
+    return login
 
 
 def ca_file(settings: Settings) -> str:
@@ -59,8 +67,11 @@ def connection_config(settings: Settings) -> dict[str, Any]:
     return {"bootstrap_servers": settings.bootstrap_list, "client_id": settings.client_id, **security_config(settings)}
 
 
-def admin(settings: Settings) -> KafkaAdminClient:
-    return KafkaAdminClient(**connection_config(settings), request_timeout_ms=30000)
+def admin(settings: Settings, timeout_ms: int = 30000) -> KafkaAdminClient:
+    """An admin client; `timeout_ms` bounds each request and finding the cluster (a refused
+    login is retried until then)."""
+    return KafkaAdminClient(**connection_config(settings), request_timeout_ms=timeout_ms,
+                            bootstrap_timeout_ms=timeout_ms)
 
 
 def producer(settings: Settings, **overrides: Any) -> KafkaProducer:

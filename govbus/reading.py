@@ -26,10 +26,12 @@ def read_topic(settings: Settings, topic: str, partitions: Iterable[int] | None 
 
 
 def stream_topic(settings: Settings, topic: str, partitions: Iterable[int] | None = None,
-                 timeout: float | None = None) -> Iterator[Any]:
+                 timeout: float | None = None, settle: float = 0.0) -> Iterator[Any]:
     """The messages now in `topic`, as they are read (each partition in offset order, the
     partitions interleaved): memory does not grow with the topic. Errors as `read_topic`;
-    committed data only (the processors write in transactions)."""
+    committed data only (the processors write in transactions). With `settle`, the end is
+    taken once no transaction is open in the partitions, waiting up to that many seconds
+    (see `settled_ends`)."""
     consumer = clients.consumer(settings)
     try:
         known = consumer.partitions_for_topic(topic)
@@ -39,7 +41,7 @@ def stream_topic(settings: Settings, topic: str, partitions: Iterable[int] | Non
         assigned = [TopicPartition(topic, p) for p in sorted(known if partitions is None else partitions)]
         consumer.assign(assigned)
         consumer.seek_to_beginning()
-        ends = consumer.end_offsets(assigned)
+        ends = settled_ends(settings, consumer, assigned, settle)
         deadline = None if timeout is None else time.monotonic() + timeout
         while any(consumer.position(tp) < ends[tp] for tp in assigned):
             if deadline is not None and time.monotonic() > deadline:
@@ -53,3 +55,31 @@ def stream_topic(settings: Settings, topic: str, partitions: Iterable[int] | Non
                         yield record
     finally:
         consumer.close()
+
+
+def settled_ends(settings: Settings, consumer: Any, partitions: list[TopicPartition], settle: float) -> dict[Any, int]:
+    """The committed end of each partition (its last stable offset), taken once no transaction
+    is open there (the stable end has reached the high watermark), waiting up to `settle`
+    seconds; after that, the stable end as it is.
+
+    Why: a transaction's commit returns once the coordinator has logged it, and its markers
+    reach the partitions it wrote a moment later, one partition after another. A reader right
+    after a commit can find the commit visible in one topic (the shared change, the input
+    offsets) and not yet in another (the golden record that went with it): restoring a state
+    partition then would miss a committed write whose input is never read again. A transaction
+    still open after `settle` seconds is one its writer will not finish (a killed worker's,
+    aborted by the broker), so reading to the stable end is then right."""
+    ends = consumer.end_offsets(partitions)
+    if settle <= 0 or not partitions:
+        return ends
+    peek = clients.consumer(settings, isolation_level="read_uncommitted")  # sees the high watermark
+    try:
+        deadline = time.monotonic() + settle
+        while True:
+            highs = peek.end_offsets(partitions)
+            if all(ends[each] >= highs[each] for each in partitions) or time.monotonic() >= deadline:
+                return ends
+            time.sleep(0.05)
+            ends = consumer.end_offsets(partitions)
+    finally:
+        peek.close()

@@ -12,12 +12,14 @@ from pathlib import Path
 
 from typing import Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from govbus.errors import GovbusError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEVELOPMENT_KEY_SECRET = "govbus-development-key-secret"  # public: it is in this file
+MINIMUM_KEY_SECRET = 16
 
 
 def _packaged_catalog() -> Path:
@@ -61,8 +63,12 @@ class Settings(BaseSettings):
                           "from the state topic on every assignment); each process makes its own subfolder in it and "
                           "removes it on exit. Default: the system's temporary folder.")
     topic_prefix: str = Field("", description="Namespace before every topic name (e.g. per environment).")
+    environment: Literal["development", "production"] = Field(
+        "development",
+        description="What this bus is: `development` (the local broker, the demo, the tests) accepts the "
+                    "development key secret; `production` (the image's default) refuses to start with it.")
     key_secret: str = Field(
-        "govbus-development-key-secret",
+        DEVELOPMENT_KEY_SECRET, validate_default=True,
         description="Secret of the keyed pseudonyms used as Kafka keys; set one per deployment, once.",
     )
 
@@ -76,6 +82,27 @@ class Settings(BaseSettings):
         None, description="Its password; by default read from <home>/credentials/<principal>.json.")
     ssl_cafile: Path | None = Field(None, description="CA certificate to verify the broker with (SASL_SSL); "
                                                       "default <home>/tls/ca.pem.")
+    console_host: str = Field("127.0.0.1", description="Address `govbus console` binds; any but loopback asks for a login.")
+    console_port: int = Field(8086, description="Port of `govbus console`.")
+    console_username: str = Field("governance", description="The name of the console's login (HTTP Basic).")
+    console_password: str | None = Field(None, description="The password of the console's login; required when the "
+                                                          "console is bound beyond loopback or run with --login.")
+
+    @field_validator("key_secret")
+    @classmethod
+    def _no_development_secret_in_production(cls, value: str, info: ValidationInfo) -> str:
+        """Anyone can read the development secret here, and with it turn every Kafka key back into
+        the identity number it hides (the space of ids is small enough to try them all)."""
+        if info.data.get("environment", "development") != "development":
+            if value == DEVELOPMENT_KEY_SECRET:
+                raise ValueError(
+                    f"GOVBUS_ENVIRONMENT={info.data['environment']} refuses the development key secret: set "
+                    "GOVBUS_KEY_SECRET to this deployment's own secret (once, e.g. `openssl rand -base64 32`; "
+                    "changing it later re-keys every entity), or GOVBUS_ENVIRONMENT=development for a local bus")
+            if len(value) < MINIMUM_KEY_SECRET:
+                raise ValueError(f"GOVBUS_KEY_SECRET is {len(value)} characters; a production key secret needs at "
+                                 f"least {MINIMUM_KEY_SECRET} (e.g. `openssl rand -base64 32`)")
+        return value
 
     @property
     def secured(self) -> bool:
@@ -99,6 +126,17 @@ def get_settings() -> Settings:
     try:
         return Settings()
     except ValidationError as error:
-        problems = "; ".join(f"GOVBUS_{'_'.join(map(str, problem['loc'])).upper()}={problem.get('input')!r}: "
-                             f"{problem['msg']}" for problem in error.errors())
+        problems = "; ".join(f"GOVBUS_{_variable(problem['loc'])}={_shown(problem)}: {problem['msg']}"
+                             for problem in error.errors())
         raise GovbusError(f"bad setting: {problems}") from None
+
+
+def _variable(location: tuple) -> str:
+    return "_".join(map(str, location)).upper()
+
+
+def _shown(problem: dict) -> str:
+    """The value given, except a secret's."""
+    if _variable(problem["loc"]) in {"KEY_SECRET", "SASL_PASSWORD", "CONSOLE_PASSWORD"}:
+        return "…"
+    return repr(problem.get("input"))

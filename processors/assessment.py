@@ -12,9 +12,13 @@ department reports about itself:
 - conflicts: ``control.conflicts`` naming it — ``conflicts_to_verify`` as the authoritative
   department (its value was disputed and it must verify it), ``conflicts_reported`` as the
   department whose copy disagreed with the authority; each conflict id counted once;
-- objections: ``control.objections`` events whose ``owner`` is the department, raised in the
-  period; answered when a later step of the same objection is ``resolved`` or ``rejected``;
-  the median time to answer over those answered;
+  ``conflicts_open`` those to verify without a verdict in ``control.verdicts``, and
+  ``oldest_open_conflict_seconds`` how long the oldest has waited at the period's end;
+- objections: the objections of ``control.objections`` (the authority processor's record)
+  whose owner is the department, raised in the period, folded by the one objection fold
+  (``consumers/objections.py fold``), so only genuine answers count — by the field's
+  authority, of an open objection; answered when resolved or rejected; the median time to
+  answer over those answered;
 - per library: the departments holding an approved subscription at the period's end, those
   that received deliveries in it, and the delivery latency of live deliveries.
 """
@@ -27,13 +31,17 @@ from collections import Counter, defaultdict
 from datetime import datetime
 from typing import Any
 
+from govbus.processors import subscriptions as subscription_rules
 from govbus.processors.deadletters import ORIGIN_TOPIC, REASON
+from govbus.processors.subscriptions import Subscription
 from govbus.processors.percentiles import Sketch
+from govbus.processors.sla import late_change, lateness_limit
 from govbus.processors.topic_window import TopicWindow
-from govbus.schemas.framing import ACCEPTED_AT, BACKFILL, LATE, ROUTED_AT, SOURCE_DEPARTMENT, header_map, is_heartbeat
+from govbus.schemas.framing import (SOURCE_DEPARTMENT, delivery_latency, header_map, is_heartbeat,
+                                    source_lateness)
 from govbus.topics.catalog import Catalog
 from govbus.settings import Settings
-from govbus.topics.names import CONFLICTS, OBJECTIONS, SUBSCRIPTIONS, TopicNames
+from govbus.topics.names import CONFLICTS, OBJECTIONS, SUBSCRIPTIONS, VERDICTS, TopicNames
 
 ANSWERS = {"resolved", "rejected"}
 
@@ -48,8 +56,10 @@ class Tally:
         self.latency: dict[tuple[str, str], Sketch] = defaultdict(Sketch)  # (library, department | "all")
         self.reasons: dict[str, Counter[str]] = defaultdict(Counter)
         self.conflicts: dict[str, tuple[str, str]] = {}
-        self.objections: dict[str, dict[str, Any]] = {}
-        self.subscriptions: dict[str, dict[str, Any]] = {}
+        self.conflict_raised: dict[str, float] = {}  # conflict id → when the gate recorded it
+        self.verdicts: set[str] = set()  # conflicts closed by their authority's verdict
+        self.objection_steps: list[bytes] = []
+        self.subscriptions: dict[str, Subscription] = {}
         self.delivering: dict[str, set[str]] = defaultdict(set)
 
     def ingest(self, topic: str, message: Any) -> None:
@@ -60,12 +70,11 @@ class Tally:
 
     def shared(self, library: str, message: Any) -> None:
         headers = header_map(message.headers)
-        if headers.get(BACKFILL) == b"true" or ACCEPTED_AT not in headers or "ce_time" not in headers:
+        lateness = source_lateness(headers)
+        if lateness is None:
             return
-        department = headers.get(SOURCE_DEPARTMENT, b"unknown").decode()
-        lateness = int(headers[ACCEPTED_AT]) / 1000 - datetime.fromisoformat(headers["ce_time"].decode()).timestamp()
-        limit = self.catalog.library(library).freshness.max_source_lateness.total_seconds()
-        late = headers[LATE] == b"true" if LATE in headers else lateness > limit
+        department = headers.get(SOURCE_DEPARTMENT, b"unknown").decode(errors="replace")
+        late = bool(late_change(headers, lateness_limit(self.catalog, library)))
         for scope in ("all", library):
             self.counts[department][f"changes:{scope}"] += 1
             self.counts[department][f"late:{scope}"] += late
@@ -84,30 +93,27 @@ class Tally:
         body = _json(message.value)
         if body and body.get("conflict_id"):
             self.conflicts[body["conflict_id"]] = (body.get("authoritative_department"), body.get("reported_department"))
+            self.conflict_raised.setdefault(body["conflict_id"], message.timestamp / 1000)
+
+    def verdict(self, message: Any) -> None:
+        """A verdict in ``control.verdicts`` (the authority processor's record: only the
+        conflict's authority's verdicts are there; refusals are not verdicts)."""
+        body = _json(message.value)
+        if body and body.get("kind") == "verdict" and body.get("conflict_id"):
+            self.verdicts.add(str(body["conflict_id"]))
 
     def objection(self, message: Any) -> None:
-        """Tolerant: ``consumers/objections.py``'s steps (``objection``, ``step``, ``owner`` on the
-        raise, ``at``), or ``id``/``state``; anything else is skipped."""
-        body = _json(message.value)
-        identifier = body and (body.get("objection") or body.get("id"))
-        if not identifier:
-            return
-        at = _time(body.get("at")) or message.timestamp / 1000
-        entry = self.objections.setdefault(str(identifier), {"owner": None, "raised": None, "answered": None})
-        entry["owner"] = body.get("owner") or entry["owner"]
-        state = body.get("step") or body.get("state")
-        if state == "raised" and entry["raised"] is None:
-            entry["raised"] = at
-        elif state in ANSWERS and entry["answered"] is None:
-            entry["answered"] = at
+        """One step of the record; folded when the result is asked (unreadable ones skipped)."""
+        if message.value is not None:
+            self.objection_steps.append(message.value)
 
     def subscription(self, message: Any) -> None:
-        body = _json(message.value) if message.value is not None else None
+        """The latest value per key; an unreadable one counts as none (a tombstone likewise)."""
         key = (message.key or b"").decode()
-        if body is None:
+        try:
+            self.subscriptions[key] = subscription_rules.from_json(message.value)
+        except (ValueError, TypeError):
             self.subscriptions.pop(key, None)
-        else:
-            self.subscriptions[key] = body
 
     def delivery(self, topic: str, message: Any) -> None:
         kind, _, rest = self.names.unprefixed(topic).partition(".")
@@ -115,9 +121,9 @@ class Tally:
         headers = header_map(message.headers)
         self.delivering[library].add(department)
         self.counts[f"library:{library}"]["deliveries"] += 1
-        if headers.get(BACKFILL) == b"true" or ROUTED_AT not in headers or ACCEPTED_AT not in headers:
+        latency = delivery_latency(headers)
+        if latency is None:
             return
-        latency = (int(headers[ROUTED_AT]) - int(headers[ACCEPTED_AT])) / 1000
         limit = self.catalog.library(library).freshness.max_delivery_latency.total_seconds()
         self.counts[f"library:{library}"]["live"] += 1
         self.counts[f"library:{library}"]["slow"] += latency > limit
@@ -130,12 +136,24 @@ class Tally:
                 "departments": [self._department(d, start, end) for d in self.catalog.departments],
                 "libraries": [self._library(library, end) for library in self.catalog.libraries]}
 
+    def _open_conflicts(self, department: str, end: datetime) -> dict[str, Any]:
+        """Conflicts about its fields without a verdict, and how long the oldest has waited."""
+        waiting = [self.conflict_raised[c] for c, (authority, _) in self.conflicts.items()
+                   if authority == department and c not in self.verdicts and c in self.conflict_raised]
+        oldest = round(end.timestamp() - min(waiting), 3) if waiting else None
+        return {"conflicts_open": len(waiting), "oldest_open_conflict_seconds": oldest}
+
+    def _objections(self) -> list[Any]:
+        from govbus.consumers.objections import fold
+
+        return list(fold(self.objection_steps).values())
+
     def _department(self, department: str, start: datetime | None, end: datetime) -> dict[str, Any]:
         counts = self.counts[department]
         changes, late = counts["changes:all"], counts["late:all"]
-        raised = [o for o in self.objections.values() if o["owner"] == department and o["raised"] is not None
-                  and (start is None or o["raised"] >= start.timestamp()) and o["raised"] < end.timestamp()]
-        waits = [o["answered"] - o["raised"] for o in raised if o["answered"] is not None]
+        raised = [o for o in self._objections() if o.owner == department
+                  and (start is None or o.raised_at >= start) and o.raised_at < end]
+        waits = [(o.answered_at - o.raised_at).total_seconds() for o in raised if o.answered_at is not None]
         names = self.catalog.departments[department]
         return {
             "department": department, "name": names.zh, "name_en": names.en,
@@ -145,6 +163,7 @@ class Tally:
             "rejected_by_reason": dict(sorted(self.reasons[department].items())),
             "conflicts_to_verify": sum(1 for a, _ in self.conflicts.values() if a == department),
             "conflicts_reported": sum(1 for _, r in self.conflicts.values() if r == department),
+            **self._open_conflicts(department, end),
             "objections_received": len(raised), "objections_answered": len(waits),
             "median_answer_seconds": round(statistics.median(waits), 3) if waits else None,
             "libraries": {library: {"published": counts[f"published:{library}"], "changes": counts[f"changes:{library}"],
@@ -158,8 +177,8 @@ class Tally:
     def _library(self, library: str, end: datetime) -> dict[str, Any]:
         spec = self.catalog.library(library)
         counts = self.counts[f"library:{library}"]
-        receivers = sorted({s.get("department") for s in self.subscriptions.values()
-                            if s.get("library") == library and s.get("state") == "approved" and s.get("department")})
+        receivers = sorted({s.department for s in self.subscriptions.values()
+                            if s.library == library and s.active_at(end)})  # one rule: expired by the clock too
         return {
             "library": library, "name": spec.name.zh, "name_en": spec.name.en, "owner": spec.owner,
             "sla": {"max_source_lateness_seconds": spec.freshness.max_source_lateness.total_seconds(),
@@ -215,7 +234,9 @@ def collect(settings: Settings, catalog: Catalog, start: datetime | None, end: d
     with TopicWindow(settings, None, end) as window:
         for message in window.read([names.bus(SUBSCRIPTIONS)]):
             tally.subscription(message)
-    with TopicWindow(settings) as window:  # answers may come after the period
+    with TopicWindow(settings) as window:  # answers and verdicts may come after the period
         for message in window.read([names.bus(OBJECTIONS)]):
             tally.objection(message)
+        for message in window.read([names.bus(VERDICTS)]):
+            tally.verdict(message)
     return tally.result(start, end)

@@ -30,7 +30,8 @@ DEPARTMENT_COLUMNS = [
     ("department", "department"), ("published", "published"), ("changes", "changes"),
     ("within_sla_share", "within SLA"), ("lateness.p50", "lateness p50"), ("lateness.p95", "p95"),
     ("lateness.p99", "p99"), ("rejected_share", "rejected"), ("conflicts_to_verify", "conflicts to verify"),
-    ("conflicts_reported", "conflicts reported"), ("objections_received", "objections"),
+    ("conflicts_reported", "conflicts reported"), ("conflicts_open", "open conflicts"),
+    ("oldest_open_conflict_seconds", "oldest open"), ("objections_received", "objections"),
     ("median_answer_seconds", "median answer"),
 ]
 LIBRARY_COLUMNS = [

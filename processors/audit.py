@@ -20,25 +20,38 @@ chain head with its input offsets re-emits byte-identical records, and `verify` 
 a repeat (same hash as a record already verified) as a harmless duplicate. Anything else
 that does not fit — changed content, a missing record, records out of order, a record slid
 in between two others — is a break, reported at the first record where it shows.
+
+The chain alone cannot catch a writer that re-hashes: records altered and hashed again, each
+linked to the one before, verify from GENESIS. So the chain is anchored (`verify_anchored`):
+
+- to the heads the router stored (``audit.heads.<library>``, in the same transaction as the
+  records): a chain must still hold the head stored before it was read, and no record may
+  follow the head stored after it was read (the router never writes a record without its head);
+- to the heads governance published (``govbus audit publish``, periodically, to
+  ``control.audit_anchors``, which only governance may write): each must still be a record of
+  its chain. These hold even when the writer also rewrote ``audit.heads``.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Literal
 
+from govbus import compact_json
+
 FORMAT = 2  # one record per routed change (1: one record per delivery)
 GENESIS = "0" * 64  # the `previous` of a chain's first record
 Record = dict[str, Any]
-BreakKind = Literal["altered", "removed", "out_of_order", "wrong_link"]
+BreakKind = Literal["altered", "removed", "out_of_order", "wrong_link", "unanchored"]
+ANCHORS_FORMAT = 1
 
 
 def canonical(value: Any) -> bytes:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    """Sorted keys, no spaces, UTF-8: one spelling per record, so a hash can be recomputed."""
+    return compact_json.dumps(value, sort_keys=True)
 
 
 def record_hash(record: Mapping[str, Any]) -> str:
@@ -54,10 +67,14 @@ def timestamp(moment: datetime) -> str:
 
 
 def delivery(*, department: str, subscription: str, purpose: str, fields: Sequence[str],
-             masked: Sequence[str]) -> Record:
-    """One department's part of a sharing record: field names only."""
-    return {"department": department, "subscription": subscription, "purpose": purpose,
-            "fields": [str(name) for name in fields], "masked": [str(name) for name in masked]}
+             masked: Sequence[str], event: str | None = None) -> Record:
+    """One department's part of a sharing record: field names only; for a life event, its
+    name too (the fields are then its payload's)."""
+    part: Record = {"department": department, "subscription": subscription, "purpose": purpose,
+                    "fields": [str(name) for name in fields], "masked": [str(name) for name in masked]}
+    if event is not None:
+        part["event"] = event
+    return part
 
 
 def delivery_of(projector: Any, delivered: Mapping[str, Any], masked: Sequence[str]) -> Record:
@@ -73,7 +90,7 @@ def build_record(*, chain: str, previous: str, delivered_at: datetime, library: 
     record: Record = {
         "format": FORMAT, "chain": chain, "previous": previous, "delivered_at": timestamp(delivered_at),
         "library": library, "entity_id": entity_id, "event_id": event_id, "version": version, "op": op,
-        "backfill": bool(backfill), "deliveries": [dict(each) for each in deliveries],
+        "backfill": bool(backfill), "deliveries": list(deliveries),  # the caller's fresh dicts, handed over
         "source_offset": source_offset,
     }
     record["hash"] = record_hash(record)
@@ -114,7 +131,7 @@ def encode(record: Mapping[str, Any]) -> bytes:
 
 
 def decode(value: bytes | str) -> Record:
-    return json.loads(value)
+    return compact_json.loads(value)
 
 
 @dataclass(frozen=True)
@@ -125,12 +142,25 @@ class Break:
     message: str
 
 
+@dataclass(frozen=True)
+class Anchor:
+    """A hash some other record vouches for as a record of `chain` (see the module)."""
+
+    chain: str
+    hash: str
+    source: str  # who vouches, for the message: "audit.heads", "governance's head published at …"
+
+
 @dataclass
 class Verification:
     checked: int = 0
     duplicates: list[int] = field(default_factory=list)  # positions of harmless repeats
     heads: dict[str, str] = field(default_factory=dict)  # chain → hash of its last record
     first_break: Break | None = None
+    anchored: int = 0  # anchors checked (verify_anchored)
+    found: dict[str, tuple[str, int]] = field(default_factory=dict)  # wanted hash → (chain, position)
+    followed: dict[str, int] = field(default_factory=dict)  # wanted hash → position of the record after it
+    last: dict[str, int] = field(default_factory=dict)  # chain → position of its last record
 
     @property
     def ok(self) -> bool:
@@ -138,9 +168,10 @@ class Verification:
 
 
 def verify(records: Iterable[Mapping[str, Any] | bytes],
-           anchors: Mapping[str, str] | None = None) -> Verification:
+           anchors: Mapping[str, str] | None = None, wanted: Collection[str] = frozenset()) -> Verification:
     """Check records in log order and report the first break. `anchors` gives the head of
-    a chain verified earlier (chain → hash) to start from; otherwise chains start at GENESIS."""
+    a chain verified earlier (chain → hash) to start from; otherwise chains start at GENESIS.
+    `wanted`: hashes whose place (and the record after it) to note, for `verify_anchored`."""
     items = [_as_record(item) for item in records]
     result = Verification(heads=dict(anchors or {}))
     where: dict[str, int] = {}  # hash → position of its first occurrence
@@ -158,8 +189,72 @@ def verify(records: Iterable[Mapping[str, Any] | bytes],
         else:
             result.heads[record["chain"]] = record["hash"]  # type: ignore[index]
             seen.add(record["hash"])  # type: ignore[index]
+            _note(result, record, position, wanted)  # type: ignore[arg-type]
         result.checked = position + 1
     return result
+
+
+def _note(result: Verification, record: Record, position: int, wanted: Collection[str]) -> None:
+    result.last[record["chain"]] = position
+    if record["hash"] in wanted:
+        result.found[record["hash"]] = (record["chain"], position)
+    if record["previous"] in wanted:
+        result.followed.setdefault(record["previous"], position)
+
+
+def verify_anchored(records: Iterable[Mapping[str, Any] | bytes], anchors: Iterable[Anchor],
+                    stored_after: Mapping[str, str] | None = None) -> Verification:
+    """`verify`, then the anchors: each of `anchors` (the heads stored before the records were
+    read, and the heads governance published) must be a record of its chain, and no record may
+    follow a chain's head in `stored_after` (the heads stored after the records were read).
+    A re-hashed or cut tail, or records appended outside the router, is an `unanchored` break."""
+    anchors, stored_after = list(anchors), dict(stored_after or {})
+    result = verify(records, wanted={anchor.hash for anchor in anchors} | set(stored_after.values()))
+    if result.ok:
+        breaks = [*_missing(result, anchors), *_appended(result, stored_after)]
+        result.first_break = min(breaks, key=lambda found: found.position, default=None)
+        result.anchored = len(anchors)
+    return result
+
+
+def _missing(result: Verification, anchors: list[Anchor]) -> Iterator[Break]:
+    for anchor in anchors:
+        if result.found.get(anchor.hash, ("", 0))[0] != anchor.chain:
+            yield Break(result.last.get(anchor.chain, result.checked), anchor.chain, "unanchored",
+                        f"chain {anchor.chain} no longer holds the record {anchor.hash[:12]}… that {anchor.source} "
+                        "vouches for: its records since were re-hashed, or removed")
+
+
+def _appended(result: Verification, stored_after: Mapping[str, str]) -> Iterator[Break]:
+    for chain, head in stored_after.items():
+        if result.found.get(head, ("", 0))[0] == chain and head in result.followed:
+            yield Break(result.followed[head], chain, "unanchored",
+                        f"it follows {head[:12]}…, the head of chain {chain} the router stored in audit.heads: "
+                        "the router writes no record without its head, so it was appended by someone else")
+
+
+def stored_anchors(heads: Mapping[str, str]) -> list[Anchor]:
+    return [Anchor(chain, head, "audit.heads") for chain, head in sorted(heads.items())]
+
+
+def published_anchors(publications: Iterable[bytes]) -> list[Anchor]:
+    """The heads in governance's publications (``control.audit_anchors``); unreadable ones skipped."""
+    anchors = []
+    for value in publications:
+        try:
+            body = decode(value)
+        except (ValueError, UnicodeDecodeError):
+            continue
+        if isinstance(body, dict) and body.get("format") == ANCHORS_FORMAT and isinstance(body.get("heads"), dict):
+            source = f"the head governance published at {body.get('published_at')}"
+            anchors += [Anchor(str(chain), str(head), source) for chain, head in sorted(body["heads"].items())]
+    return anchors
+
+
+def publication(heads: Mapping[str, str], published_at: datetime, by: str) -> bytes:
+    """What ``govbus audit publish`` writes: every chain's verified head, when and by whom."""
+    return canonical({"format": ANCHORS_FORMAT, "published_at": timestamp(published_at), "by": by,
+                      "heads": dict(sorted(heads.items()))})
 
 
 def _as_record(item: Mapping[str, Any] | bytes) -> Record | None:

@@ -19,11 +19,16 @@ ignore the live one as not newer: its callbacks would never see that event, and 
 record would say it was delivered twice. So the owner remembers, per entity, the version the
 backfill gave, and skips a live delivery to that subscription that is not newer — until it
 has routed past the end ``shared`` had before the state was read, where every such change lies.
+
+A backfill delivery is a CloudEvent like a live one (``RouterLogic.snapshot_headers``): its
+``ce_id`` is the snapshot's event id, its ``ce_source`` the router
+(``urn:govbus:department:govbus:system:govbus-router``), its ``ce_type`` the library's change
+type, its ``ce_time`` when the newest value it holds was recorded. Before, it carried only the
+bus's own headers, and a standard CloudEvents reader refused it.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 import uuid
@@ -34,7 +39,7 @@ from typing import Any
 
 from kafka import TopicPartition
 
-from govbus import clients
+from govbus import clients, compact_json
 from govbus.processors import audit
 from govbus.processors.gate import Output
 from govbus.processors.golden import Golden, GoldenFormat
@@ -92,7 +97,7 @@ class Backfill:
             delivered.records += 1
             record = self._snapshot(golden)
             change = shared_change(record, backfill=True)
-            made = self.logic.deliver(projector, change, record, [], approved_at)
+            made = self.logic.deliver(projector, change, record, self.logic.snapshot_headers(record), approved_at)
             if made is not None:
                 outputs += [made[0], self.logic.sharing_record(chain, change, [made[1]], approved_at, None)]
                 delivered.versions[golden.entity_id] = golden.version
@@ -125,7 +130,7 @@ class Backfill:
                 del newest[message.key]
                 if not message.value:
                     continue
-                golden = self.golden_format.load(json.loads(message.value))
+                golden = self.golden_format.load(compact_json.loads(message.value))
                 if not golden.deleted and golden.values:
                     yield golden
 

@@ -29,6 +29,7 @@ import signal
 import socket
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, Protocol
@@ -42,12 +43,24 @@ from govbus.settings import Settings
 
 log = logging.getLogger("govbus.processors.batches")
 
+RECENT_BATCHES = 1_000  # batches whose phase times /health summarises (BatchTimings)
 MAX_BATCH = 2_000  # events per transaction: large enough to amortise its commit, small enough to stay fresh
 BATCH_WAIT = 0.05  # seconds the consumer waits to fill a batch before handling what it has
 IDLE_EVERY = 1.0  # seconds between a processor's idle work (the router's owed backfills)
 TRANSACTION_TIMEOUT_MS = 20_000  # a killed worker's open transaction is aborted by the broker after this
 MAX_POLL_INTERVAL_MS = 900_000  # a long backfill between two polls must not cost the worker its partitions
 LAG_EVERY = 5.0  # seconds between two updates of the consumer-lag gauge
+# How long the broker may hold a fetch that finds nothing new. Data ends the wait at once, so
+# this adds no latency; a short wait makes an idle consumer ask again and again, and every
+# fetch lists all its partitions (librdkafka has no incremental fetch sessions): at 20 ms the
+# gate's and the router's idle fetches took about 0.4 of a core on the broker (bench, 50/s).
+FETCH_WAIT_MS = 500
+# A batch's transaction starts while the broker still writes the previous one's commit markers;
+# the broker answers CONCURRENT_TRANSACTIONS and the client tries again after this backoff.
+# librdkafka's default (100 ms) put at least that between two batches (the Java client uses
+# 20 ms for this since KAFKA-5477; confluent-kafka-python issue #967).
+RETRY_BACKOFF_MS = 5
+RETRY_BACKOFF_MAX_MS = 100
 
 Partition = tuple[str, int]
 
@@ -63,6 +76,7 @@ class Checkpoint:
         self.loop = loop
         self.offsets: dict[Partition, int] = {}  # the next offset to read, per input partition
         self.sent = 0
+        self.handled = time.monotonic()  # when the batch was handled and its commit began
 
     def send(self, output: Output, partition: int | None = None) -> None:
         self.loop.produce(output, partition)
@@ -116,6 +130,7 @@ class BatchLoop:
         self.batches = 0
         self.events = 0
         self.lag: int | None = None  # messages not yet read in the partitions held, when last measured
+        self.timings = BatchTimings(processor.name)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._consumer: Any = None
@@ -163,7 +178,7 @@ class BatchLoop:
             self.settings, self.group, **{"session.timeout.ms": session_ms,
                                           "heartbeat.interval.ms": min(3000, session_ms // 3),
                                           "max.poll.interval.ms": MAX_POLL_INTERVAL_MS,
-                                          "fetch.wait.max.ms": 20, "queued.min.messages": 20_000})
+                                          "fetch.wait.max.ms": FETCH_WAIT_MS, "queued.min.messages": 20_000})
         self._consumer.subscribe(list(self.processor.topics), on_assign=self._on_assign,
                                  on_revoke=self._on_revoke, on_lost=self._on_revoke)
 
@@ -174,7 +189,8 @@ class BatchLoop:
         while True:
             producer = clients.fast_producer(
                 self.settings, **{"transactional.id": instance_id(self.settings, self.group, self.processor.name),
-                                  "transaction.timeout.ms": TRANSACTION_TIMEOUT_MS})
+                                  "transaction.timeout.ms": TRANSACTION_TIMEOUT_MS,
+                                  "retry.backoff.ms": RETRY_BACKOFF_MS, "retry.backoff.max.ms": RETRY_BACKOFF_MAX_MS})
             try:
                 producer.init_transactions(60)
                 return producer
@@ -224,11 +240,13 @@ class BatchLoop:
             time.sleep(1.0)
             self._rewind()  # the batch is read again, and prepared again
             return
+        started = time.monotonic()
         try:
             with self.checkpoint() as checkpoint:
                 self.processor.handle(messages, checkpoint)
                 for message in messages:
                     checkpoint.advance(message.topic(), message.partition(), message.offset())
+                checkpoint.handled = time.monotonic()
         except KafkaException as error:
             if not error.args[0].txn_requires_abort() and not error.args[0].retriable():
                 raise
@@ -240,6 +258,7 @@ class BatchLoop:
         metrics.batches.labels(self.processor.name).inc()
         self.batches += 1
         self.events += len(messages)
+        self.timings.add(checkpoint.handled - started, time.monotonic() - checkpoint.handled)
 
     @contextmanager
     def checkpoint(self, consumed: bool = True) -> Iterator[Checkpoint]:
@@ -320,11 +339,39 @@ class BatchLoop:
             except KeyError:
                 pass  # never measured
 
-    def stats(self) -> dict[str, int | None]:
-        return {"batches": self.batches, "events": self.events, "lag": self.lag}
+    def stats(self) -> dict[str, Any]:
+        return {"batches": self.batches, "events": self.events, "lag": self.lag, **self.timings.summary()}
 
     def healthy(self) -> bool:
         return self.failed is None and self.ready.is_set()
+
+
+class BatchTimings:
+    """How long the recent batches took to handle and to commit: in ``govbus_batch_seconds``
+    and, for the last ``RECENT_BATCHES``, as percentiles in ``/health`` (the bench reads them).
+    Why: an event waits for the batch before it to commit, so the commit's tail is the
+    freshness tail of every event behind it."""
+
+    def __init__(self, processor: str) -> None:
+        self.handle_metric = metrics.batch_seconds.labels(processor, "handle")
+        self.commit_metric = metrics.batch_seconds.labels(processor, "commit")
+        self.recent: deque[tuple[float, float]] = deque(maxlen=RECENT_BATCHES)
+
+    def add(self, handle: float, commit: float) -> None:
+        self.handle_metric.observe(handle)
+        self.commit_metric.observe(commit)
+        self.recent.append((handle, commit))
+
+    def summary(self) -> dict[str, dict[str, float]]:
+        """p50, p99 and max of each phase over the recent batches, in seconds."""
+        found: dict[str, dict[str, float]] = {}
+        for index, phase in enumerate(("handle_s", "commit_s")):
+            values = sorted(entry[index] for entry in self.recent)
+            if values:
+                found[phase] = {"p50": round(values[len(values) // 2], 4),
+                                "p99": round(values[min(len(values) - 1, int(len(values) * 0.99))], 4),
+                                "max": round(values[-1], 4)}
+        return found
 
 
 def headers_of(message: Message) -> list[tuple[str, bytes]]:

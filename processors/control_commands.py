@@ -7,11 +7,13 @@ from datetime import datetime, timezone
 
 import click
 
-from govbus.processors import audit, control
+from govbus import clients
+from govbus.processors import acts, audit, control
 from govbus.reading import read_topic
 from govbus.processors.subscriptions import SubscriptionRequest, describe
 from govbus.settings import get_settings
-from govbus.topics.names import AUDIT, TopicNames
+from govbus.topics.catalog import load_catalog
+from govbus.topics.names import AUDIT, AUDIT_ANCHORS, TopicNames
 
 
 @click.group()
@@ -21,24 +23,37 @@ def subscriptions() -> None:
 
 def _show(subscription) -> None:
     row = describe(subscription, datetime.now(timezone.utc))
-    click.echo(f"{row['id']}: {row['state']} ({row['department']} ← {row['library']}: {', '.join(row['fields'])}; "
+    awaiting = f"; waiting for {', '.join(row['awaiting'])}" if row["awaiting"] else ""
+    asked = ", ".join([*row["fields"], *(f"event {name}" for name in row["events"])])
+    click.echo(f"{row['id']}: {row['state']} ({row['department']} ← {row['library']}: {asked}; "
                f"purpose {row['purpose']}; decided by {row['decided_by']} at {row['decided_at']:%Y-%m-%d %H:%M:%S}"
-               + (f"; {row['reason']}" if row["reason"] else "") + ")")
+               + (f"; {row['reason']}" if row["reason"] else "") + awaiting + ")")
+    for refusal in subscription.refusals:
+        click.echo(f"  refused: {refusal.by} wanted {refusal.wanted} at {refusal.at:%Y-%m-%d %H:%M:%S}: {refusal.reason}")
 
 
 @subscriptions.command()
-@click.option("--department", "-d", required=True, help="The department asking for data.")
 @click.option("--library", "-l", required=True)
-@click.option("--fields", required=True, help="Comma-separated field names.")
+@click.option("--fields", default="", help="Comma-separated field names.")
+@click.option("--event", "events", multiple=True,
+              help="A life event of the library (population: death, moved_out, marriage, divorce; legal_entity: "
+                   "deregistered; certificate: revoked), with or without fields.")
 @click.option("--purpose", required=True, help="administrative_basis, data_verification, work_reference, …")
-@click.option("--filter", "filters", multiple=True, help="Row filter, e.g. household_region=6101.. (prefix) or field=value.")
+@click.option("--filter", "filters", multiple=True,
+              help="Row filter, e.g. region=6101.. (the library's region field, by prefix) or field=value.")
 @click.option("--until", type=click.DateTime(formats=["%Y-%m-%d"]), help="Last day of validity.")
-def request(department: str, library: str, fields: str, purpose: str, filters: tuple[str, ...], until: datetime | None) -> None:
-    """Apply for data: judged at once (refused, approved automatically, or waiting for the owner)."""
-    asked = SubscriptionRequest(department=department, library=library, purpose=purpose, filters=filters,
-                                fields=tuple(name.strip() for name in fields.split(",") if name.strip()),
-                                until=until.date() if until else None)
-    subscription = control.request(get_settings(), asked)
+def request(library: str, fields: str, events: tuple[str, ...], purpose: str, filters: tuple[str, ...],
+            until: datetime | None) -> None:
+    """Apply for data or life events as the logged-in department (GOVBUS_SASL_USERNAME): judged
+    at once (refused, approved automatically, or waiting for the fields' authoritative departments)."""
+    settings = get_settings()
+    asked_fields = tuple(name.strip() for name in fields.split(",") if name.strip())
+    if not asked_fields and not events:
+        raise click.UsageError("ask for --fields, --event, or both")
+    asked = SubscriptionRequest(department=acts.principal(settings), library=library, purpose=purpose,
+                                filters=filters, until=until.date() if until else None,
+                                fields=asked_fields, events=events)
+    subscription = control.request(settings, asked)
     _show(subscription)
     if subscription.state == "refused":
         raise SystemExit(1)
@@ -46,29 +61,26 @@ def request(department: str, library: str, fields: str, purpose: str, filters: t
 
 @subscriptions.command()
 @click.argument("subscription_id")
-@click.option("--by", required=True, help="The approving department (the library's owner).")
 @click.option("--reason")
-def approve(subscription_id: str, by: str, reason: str | None) -> None:
-    """Approve a pending request (the owner only)."""
-    _show(control.approve(get_settings(), subscription_id, by, reason))
+def approve(subscription_id: str, reason: str | None) -> None:
+    """Approve a pending request, as the logged-in department (an authority of its conditional fields)."""
+    _show(control.approve(get_settings(), subscription_id, reason=reason))
 
 
 @subscriptions.command()
 @click.argument("subscription_id")
-@click.option("--by", required=True)
 @click.option("--reason", required=True)
-def refuse(subscription_id: str, by: str, reason: str) -> None:
-    """Refuse a pending request with a reason (the owner only)."""
-    _show(control.refuse(get_settings(), subscription_id, by, reason))
+def refuse(subscription_id: str, reason: str) -> None:
+    """Refuse a pending request with a reason, as the logged-in authority (or governance, on policy)."""
+    _show(control.refuse(get_settings(), subscription_id, reason=reason))
 
 
 @subscriptions.command()
 @click.argument("subscription_id")
-@click.option("--by", required=True)
 @click.option("--reason")
-def revoke(subscription_id: str, by: str, reason: str | None) -> None:
-    """Withdraw a subscription: deliveries stop at once."""
-    _show(control.revoke(get_settings(), subscription_id, by, reason))
+def revoke(subscription_id: str, reason: str | None) -> None:
+    """Withdraw a subscription, as its authority, its subscriber or governance: deliveries stop at once."""
+    _show(control.revoke(get_settings(), subscription_id, reason=reason))
 
 
 @subscriptions.command("list")
@@ -93,16 +105,64 @@ def audit_group() -> None:
 
 @audit_group.command()
 def verify() -> None:
-    """Check every hash chain; report the first break exactly."""
-    records = read_audit(get_settings())
-    result = audit.verify(records)
+    """Check every hash chain, anchored to the heads the router stored (audit.heads.*) and to
+    the heads governance published (control.audit_anchors); report the first break exactly."""
+    settings = get_settings()
+    result = verify_bus(settings)
     if result.ok:
-        click.echo(f"All {result.checked} sharing records verified in {len(result.heads)} chain(s)"
+        click.echo(f"All {result.checked} sharing records verified in {len(result.heads)} chain(s), anchored to "
+                   f"{result.anchored} stored and published head(s)"
                    + (f"; {len(result.duplicates)} harmless re-sent duplicate(s)" if result.duplicates else "") + ".")
         return
     found = result.first_break
     click.echo(f"BROKEN at record {found.position} of chain {found.chain}: {found.kind}: {found.message}")
     raise SystemExit(1)
+
+
+@audit_group.command()
+def publish() -> None:
+    """As governance, periodically (say daily): verify the chains, then publish every chain's
+    head to control.audit_anchors, which only governance writes; later verifications check
+    that the chains still hold them, so a re-hashed tail cannot pass."""
+    settings = get_settings()
+    result = verify_bus(settings)
+    if not result.ok:
+        found = result.first_break
+        click.echo(f"Not published: BROKEN at record {found.position} of chain {found.chain}: {found.message}")
+        raise SystemExit(1)
+    producer = clients.producer(settings)
+    try:
+        producer.send(TopicNames(settings.topic_prefix).bus(AUDIT_ANCHORS), key=b"anchors",
+                      value=audit.publication(result.heads, datetime.now(timezone.utc), settings.sasl_username))
+        producer.flush()
+    finally:
+        producer.close()
+    click.echo(f"Published the heads of {len(result.heads)} chain(s) after verifying {result.checked} records.")
+
+
+def verify_bus(settings) -> audit.Verification:
+    """`audit.verify_anchored` over the bus's records: the heads stored before the records are
+    read must be in them, none may follow the heads stored after, and governance's published
+    heads must all be there."""
+    names = TopicNames(settings.topic_prefix)
+    stored_before = read_heads(settings)
+    records = read_audit(settings)
+    stored_after = read_heads(settings)
+    published = [message.value for message in read_topic(settings, names.bus(AUDIT_ANCHORS))]
+    anchors = audit.stored_anchors(stored_before) + audit.published_anchors(published)
+    return audit.verify_anchored(records, anchors, stored_after)
+
+
+def read_heads(settings) -> dict[str, str]:
+    """Chain → head hash, as the routers stored them in audit.heads.<library> (the latest
+    per key; backfill markers and anything not a hash left out)."""
+    names, heads = TopicNames(settings.topic_prefix), {}
+    for library in load_catalog(settings.catalog_dir).libraries:
+        for message in read_topic(settings, names.audit_heads(library)):
+            key, value = (message.key or b"").decode(errors="replace"), message.value or b""
+            if key.startswith(f"{library}/") and len(value) == 64 and all(c in b"0123456789abcdef" for c in value):
+                heads[key] = value.decode()
+    return heads
 
 
 @audit_group.command()

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from govbus.schemas.framing import Headers, header_map
+from govbus.schemas.framing import Headers, header_map, message_size
 
 REASON = "govbus_dlq_reason"
 DETAIL = "govbus_dlq_detail"
@@ -62,3 +62,32 @@ def violations_detail(violations: list[Any]) -> str:
     """Field and rule of each violation; not the messages, which may quote personal data
     (headers are seen by every tool). ``govbus dlq list`` re-validates to show messages."""
     return json.dumps([{"field": v.field, "rule": v.rule} for v in violations], ensure_ascii=False)
+
+
+# When the whole original does not fit in a dead letter: what is left out, step by step
+# (what the detail says; keep the headers, the value, the key).
+_LEAVING_OUT = (("", True, True, True), ("headers", False, True, True), ("headers and value", False, False, True),
+                ("headers, value and key", False, False, False))
+
+
+def fitted(original: tuple[bytes | None, bytes | None, Headers], rejection: Rejection, processor: str,
+           topic: str, partition: int, offset: int, limit: int) -> tuple[bytes | None, bytes | None, Headers]:
+    """The key, value and headers of a dead letter no bigger than `limit` bytes: the whole
+    original when it fits, else without its headers, then its value, then its key, the detail
+    saying what was left out.
+
+    Why: a message the producer or broker refuses fails the batch's transaction, and the same
+    batch would fail again after every restart — the partition would stall. What is left out
+    is still at its origin (topic, partition and offset are in the headers) while that topic
+    keeps it."""
+    key, value, headers = original
+    letter = original
+    for left_out, with_headers, with_value, with_key in _LEAVING_OUT:
+        noted = rejection if not left_out else Rejection(
+            rejection.reason, f"{rejection.detail} (too large to copy whole: the original {left_out} left out; "
+                              "read them at the origin)")
+        letter = (key if with_key else None, value if with_value else None,
+                  dead_letter_headers(list(headers) if with_headers else [], noted, processor, topic, partition, offset))
+        if message_size(*letter) <= limit:
+            break
+    return letter

@@ -8,7 +8,10 @@ The rules, in order:
 1. Order (per source department and entity): a sequence below the department's last
    applied one is stale; equal with the same event id is a redelivery after a crash, and
    the outputs recorded the first time are returned again, since the gate cannot know
-   whether they were sent; equal with another event id is rejected.
+   whether they were sent; equal with another event id is rejected. A department's
+   corrections (its answers to objections, source system ``govbus-corrections``) are
+   numbered in an order of their own (`ordering`), so a correction never takes a number the
+   department's own system will use next: both the correction and the next real change apply.
 2. DELETE: only the owner (the department authoritative for the entity key field) may
    delete; the record becomes a tombstone and a delete change is published.
 3. UPSERT / SNAPSHOT, per field in `fields_set` (一数一源): values from the field's
@@ -30,6 +33,8 @@ from enum import StrEnum
 from typing import Any
 
 from .golden import Claim, Golden, Mark, Stamp
+
+CORRECTIONS_SYSTEM = "govbus-corrections"  # the source system of a department's objection corrections
 
 
 class Status(StrEnum):
@@ -60,13 +65,23 @@ class Outcome:
     rejection: tuple[Reason, str] | None = None
 
 
+def ordering(department: str, event: Mapping[str, Any]) -> str:
+    """The sequence namespace of an event: its department's, or that department's corrections'
+    (a correction is numbered by its own clock, apart from the source system's numbers). The
+    topic names the department, so a department can only ever order its own changes."""
+    if event.get("source_system") == CORRECTIONS_SYSTEM:
+        return f"{department}/corrections"
+    return department
+
+
 def decide(policies: Mapping[str, Any], entity_key_field: str, golden: Golden | None,
            department: str, event: Mapping[str, Any]) -> Outcome:
     """Decide the fate of one event from `department` about the entity of `golden`.
 
     `policies` maps each data field to its FieldPolicy (only `.authority` is read).
     """
-    mark = golden.marks.get(department) if golden is not None else None
+    namespace = ordering(department, event)
+    mark = golden.marks.get(namespace) if golden is not None else None
     if mark is not None:
         sequence = event["sequence"]
         if sequence < mark.sequence:
@@ -75,13 +90,13 @@ def decide(policies: Mapping[str, Any], entity_key_field: str, golden: Golden | 
             if event["event_id"] == mark.event_id:
                 return Outcome(Status.REDELIVERED, golden, mark.change, list(mark.conflicts))
             return _rejected(golden, Reason.DUPLICATE_SEQUENCE,
-                             f"{department} sent sequence {sequence} of entity {event['entity_id']} "
+                             f"{department} sent sequence {sequence} of this entity "
                              f"twice: event {mark.event_id} was applied, {event['event_id']} is "
                              "another event; a source must raise the sequence with every change")
     if event["op"] == "DELETE":
         return _delete(policies[entity_key_field].authority, entity_key_field, golden,
-                       department, event)
-    return _merge(policies, entity_key_field, golden, department, event)
+                       department, event, namespace)
+    return _merge(policies, entity_key_field, golden, department, event, namespace)
 
 
 def _rejected(golden: Golden | None, reason: Reason, message: str) -> Outcome:
@@ -89,10 +104,10 @@ def _rejected(golden: Golden | None, reason: Reason, message: str) -> Outcome:
 
 
 def _delete(owner: str, key_field: str, golden: Golden | None, department: str,
-            event: Mapping[str, Any]) -> Outcome:
+            event: Mapping[str, Any], namespace: str) -> Outcome:
     if department != owner:
         return _rejected(golden, Reason.NOT_AUTHORITATIVE_DELETE,
-                         f"{department} may not delete entity {event['entity_id']}: only {owner}, "
+                         f"{department} may not delete this entity: only {owner}, "
                          f"the authority for {key_field}, deletes; to withdraw its own values, "
                          f"{department} sends an UPSERT setting them to null")
     marks = dict(golden.marks) if golden is not None else {}
@@ -101,13 +116,13 @@ def _delete(owner: str, key_field: str, golden: Golden | None, department: str,
     else:
         version = golden.version + 1
         change = _change(event, version, [], [], None)
-    marks[department] = Mark(event["sequence"], event["event_id"], change)
+    marks[namespace] = Mark(event["sequence"], event["event_id"], change)
     tombstone = Golden(event["entity_id"], version, True, {}, {}, {}, marks)
     return Outcome(Status.APPLIED if change else Status.UNCHANGED, tombstone, change)
 
 
 def _merge(policies: Mapping[str, Any], key_field: str, golden: Golden | None,
-           department: str, event: Mapping[str, Any]) -> Outcome:
+           department: str, event: Mapping[str, Any], namespace: str) -> Outcome:
     base = golden if golden is not None else Golden(event["entity_id"])
     data, event_id = event["data"], event["event_id"]
     stamp = Stamp(department, event_id, event["sequence"], event["valid_from"], event["recorded_at"])
@@ -143,7 +158,7 @@ def _merge(policies: Mapping[str, Any], key_field: str, golden: Golden | None,
         backfill = event["op"] == "SNAPSHOT"
         change = _change(event, version, list(values) if backfill else changed, changed, image)
     marks = dict(base.marks)
-    marks[department] = Mark(event["sequence"], event_id, change, tuple(conflicts))
+    marks[namespace] = Mark(event["sequence"], event_id, change, tuple(conflicts))
     new = Golden(base.entity_id, version, False, values, stamps, claims, marks)
     return Outcome(Status.APPLIED if change else Status.UNCHANGED, new, change, conflicts)
 

@@ -2,9 +2,9 @@
 
 Every hop stamps its time in a header and nothing is recomputed, so measuring is reading:
 
-- source lateness, from ``shared.<library>``: ``govbus_accepted_at`` (the gate) minus
-  ``ce_time`` (the CloudEvents time, which the publisher sets to the event's ``recorded_at``;
-  reading the header spares decoding the Avro value). Snapshots (``govbus_backfill: true``)
+- source lateness, from ``shared.<library>``: ``framing.source_lateness``, the gate's
+  ``govbus_accepted_at`` minus ``ce_time``, which the gate writes from the event's validated
+  ``recorded_at`` (never the source's own header; reading it spares decoding the Avro value). Snapshots (``govbus_backfill: true``)
   are initial loads of old records, not changes, so they are not measured;
 - delivery latency, from ``deliver.<department>.<library>``: ``govbus_routed_at`` minus
   ``govbus_accepted_at``, for live deliveries (a backfill on approval delivers old changes);
@@ -18,13 +18,14 @@ freshness and are left out, so that a restart raises no alerts for old news.
 from __future__ import annotations
 
 from collections import Counter
-from datetime import datetime
 from typing import Any
 
 from govbus.processors import metrics
 from govbus.processors.percentiles import QUANTILES, RollingPercentiles
-from govbus.processors.sla import DELIVERY_LATENCY, SOURCE_LATENESS, SOURCE_SILENT, Episodes, iso
-from govbus.schemas.framing import ACCEPTED_AT, BACKFILL, LATE, ROUTED_AT, SOURCE_DEPARTMENT, header_map
+from govbus.processors.sla import (DELIVERY_LATENCY, SOURCE_LATENESS, SOURCE_SILENT, Episodes, iso, late_change,
+                                  lateness_limit)
+from govbus.schemas.framing import (ACCEPTED_AT, ROUTED_AT, SOURCE_DEPARTMENT, delivery_latency,
+                                    header_map, header_seconds, source_lateness)
 from govbus.topics.catalog import Catalog
 from govbus.topics.names import TopicNames
 
@@ -40,7 +41,7 @@ class FreshnessMonitor:
         self.names = names
         self.window = window
         self.episodes = Episodes(settle)
-        self.lateness_limit = {name: lib.freshness.max_source_lateness.total_seconds() for name, lib in catalog.libraries.items()}
+        self.lateness_limit = {name: lateness_limit(catalog, name) for name in catalog.libraries}
         self.latency_limit = {name: lib.freshness.max_delivery_latency.total_seconds() for name, lib in catalog.libraries.items()}
         self.cadence = {(name, department): source.cadence.total_seconds()
                         for name, lib in catalog.libraries.items() for department, source in lib.sources.items()}
@@ -55,15 +56,12 @@ class FreshnessMonitor:
     def accepted(self, library: str, raw_headers: Any, now: float) -> Alerts:
         """A change on ``shared.<library>``: its source lateness."""
         headers = header_map(raw_headers)
-        if headers.get(BACKFILL) == b"true" or ACCEPTED_AT not in headers or "ce_time" not in headers:
+        lateness, accepted = source_lateness(headers), header_seconds(headers, ACCEPTED_AT)
+        if lateness is None or accepted is None or now - accepted > self.window:
             return []
-        accepted = int(headers[ACCEPTED_AT]) / 1000
-        if now - accepted > self.window:
-            return []
-        department = headers.get(SOURCE_DEPARTMENT, b"").decode() or "unknown"
-        lateness = accepted - datetime.fromisoformat(headers["ce_time"].decode()).timestamp()
+        department = headers.get(SOURCE_DEPARTMENT, b"").decode(errors="replace") or "unknown"
         limit = self.lateness_limit.get(library, float("inf"))
-        if headers.get(LATE) == b"true" or lateness > limit:
+        if late_change(headers, limit):
             self.late[(library, department)] += 1
             metrics.late_changes.labels(library, department).inc()
         metrics.source_lateness.labels(library).observe(max(0.0, lateness))
@@ -75,13 +73,10 @@ class FreshnessMonitor:
         """A delivery on ``deliver.<department>.<library>``: its delivery latency."""
         target = self.delivery_target(topic)
         headers = header_map(raw_headers)
-        if target is None or headers.get(BACKFILL) == b"true" or ROUTED_AT not in headers or ACCEPTED_AT not in headers:
+        latency, routed = delivery_latency(headers), header_seconds(headers, ROUTED_AT)
+        if target is None or latency is None or routed is None or now - routed > self.window:
             return []
         department, library = target
-        routed = int(headers[ROUTED_AT]) / 1000
-        if now - routed > self.window:
-            return []
-        latency = routed - int(headers[ACCEPTED_AT]) / 1000
         metrics.delivery_latency.labels(library).observe(max(0.0, latency))
         self._add(self.latency, library, department, latency, now)
         alert = self.episodes.sample((library, department, DELIVERY_LATENCY), latency,
@@ -89,8 +84,12 @@ class FreshnessMonitor:
         return [alert] if alert else []
 
     def seen(self, library: str, department: str, at: float, now: float) -> Alerts:
-        """Any message on ``ingest.<library>.<department>`` (``at``: its broker timestamp)."""
+        """Any message on ``ingest.<library>.<department>`` (``at``: its broker timestamp).
+        A time after `now` counts as `now`: the ingest topics take the broker's append time
+        (``topics/bus.yaml``), and even a topic left on producer times cannot make a source
+        look alive into the future with one message stamped years ahead."""
         source = (library, department)
+        at = min(at, now)
         self.last_seen[source] = max(self.last_seen.get(source, at), at)
         self.heard.add(source)
         metrics.source_last_seen.labels(library, department).set(self.last_seen[source])

@@ -9,11 +9,13 @@ find its state and re-emit exactly the same outputs.
 
 from __future__ import annotations
 
-from confluent_kafka import Message
+from confluent_kafka import KafkaException, Message
+from confluent_kafka.admin import AdminClient
 
+from govbus import clients
 from govbus.processors.batches import BatchLoop, Checkpoint, Partition, by_library, headers_of
 from govbus.processors.counting import Tally
-from govbus.processors.gate import GateLogic, Output
+from govbus.processors.gate import GateLogic, Output, PartitionCounts, remembered_counts
 from govbus.processors.partition_store import PartitionStore
 from govbus.schemas.codec import default_codec
 from govbus.settings import Settings
@@ -28,12 +30,13 @@ class GateBatches:
 
     def __init__(self, settings: Settings, catalog: Catalog) -> None:
         self.names = TopicNames(settings.topic_prefix)
-        codec = default_codec()
+        codec, secret, partitions = default_codec(), settings.key_secret.encode(), partition_counter(settings)
         self.logics: dict[str, GateLogic] = {}
         self.stores: dict[str, PartitionStore] = {}
         self.library_of: dict[str, str] = {}  # ingest topic -> library
         for library in catalog.libraries.values():
-            self.logics[library.library] = GateLogic(library.library, catalog, codec, self.names)
+            self.logics[library.library] = GateLogic(library.library, catalog, codec, self.names, secret=secret,
+                                                     partitions=partitions)
             self.stores[library.library] = PartitionStore(settings, self.names.state(library.library))
             for department in library.sources:
                 self.library_of[self.names.ingest(library.library, department)] = library.library
@@ -62,9 +65,9 @@ class GateBatches:
             logic, store = self.logics[library], self.stores[library]
             key = message.key()
             step = logic.handle(topic, partition, message.offset(), key, message.value(), headers_of(message),
-                                store.get(partition, key))
+                                store.get(partition, key) if key else None)
             self.tally.add(library, step.outputs)
-            if step.golden is not None:
+            if step.golden is not None and key:  # a golden record is only ever of an admitted, keyed event
                 store.put(partition, key, step.golden)
                 checkpoint.send(Output(store.topic, key, step.golden, []), partition=partition)
             for output in step.outputs:
@@ -73,3 +76,20 @@ class GateBatches:
 
     def stats(self) -> dict[str, dict[str, int]]:
         return {library: dict(logic.counts) for library, logic in self.logics.items()}
+
+
+def partition_counter(settings: Settings) -> PartitionCounts:
+    """An ingest topic's partition count, asked of the broker once (see ``remembered_counts``),
+    for the gate's check that each event is in its key's partition."""
+    admin = AdminClient(clients.librdkafka_config(settings))
+
+    def fetch(topic: str) -> int | None:
+        try:
+            metadata = admin.list_topics(topic, timeout=10).topics.get(topic)
+        except KafkaException:
+            return None
+        if metadata is None or metadata.error is not None:
+            return None
+        return len(metadata.partitions)
+
+    return remembered_counts(fetch)

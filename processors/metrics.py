@@ -51,6 +51,11 @@ sla_open = Gauge("govbus_sla_breach_open", "1 while a breach episode is open.", 
                  registry=registry)
 batches = Counter("govbus_batches", "Batches a batched processor committed (one Kafka transaction each).",
                   ["processor"], registry=registry)
+batch_seconds = Histogram("govbus_batch_seconds", "Time a batch spent in each phase: handle (the processor's "
+                          "own logic and handing outputs to librdkafka), commit (the transaction's offsets and "
+                          "commit, which waits for every output to be stored).", ["processor", "phase"],
+                          buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, float("inf")),
+                          registry=registry)
 aborted = Counter("govbus_batches_aborted", "Batches whose transaction was aborted and read again.",
                   ["processor"], registry=registry)
 consumer_lag = Gauge("govbus_consumer_lag", "Messages not yet read by this worker, per assigned partition.",

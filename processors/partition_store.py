@@ -4,7 +4,8 @@ The gate keeps its golden records this way (``state.<library>``) and the router 
 chain heads and backfill markers (``audit.heads.<library>``). When the consumer group gives a
 batched loop new partitions, the loop restores them here before it reads their first event:
 it reads that partition of the state topic to its end — committed data only, so exactly the
-writes of every batch whose offsets were committed with them (``batches.Checkpoint``). Events
+writes of every batch whose offsets were committed with them (``batches.Checkpoint``), once the
+last commit's markers have reached the partition (``reading.settled_ends``). Events
 after the committed offset are handled again from that state, as the first time.
 
 The state topic is co-partitioned with the input: a record is written to the partition of
@@ -42,6 +43,7 @@ from govbus.reading import stream_topic
 from govbus.settings import Settings
 
 log = logging.getLogger("govbus.processors.partition_store")
+SETTLE = 5.0  # seconds a restore waits for a just-committed transaction's markers to reach the partition (reading.settled_ends)
 RESTORE_TIMEOUT = 600.0  # seconds one attempt may take before it counts as failed (and is retried)
 RETRY_DELAYS = (0.5, 1.0, 2.0, 5.0)  # seconds between attempts to restore
 ATTEMPTS = 8  # then the loop fails, and with it the worker: a supervisor restarts it
@@ -187,7 +189,7 @@ class PartitionStore:
 
     def _read(self, partitions: list[int]) -> Iterator[Record]:
         """The partitions' messages in offset order, as they are read from the topic."""
-        for message in stream_topic(self.settings, self.topic, partitions, timeout=RESTORE_TIMEOUT):
+        for message in stream_topic(self.settings, self.topic, partitions, timeout=RESTORE_TIMEOUT, settle=SETTLE):
             yield message.partition, message.key, message.value
 
     def _records(self, partition: int) -> PartitionRecords:

@@ -13,23 +13,61 @@ closes with a recovery event that names the same episode.
   ``cadence``) closes as soon as the source is seen again.
 
 Alert events go to ``control.alerts`` as JSON, keyed ``<library>.<department>.<kind>``.
+
+This module is also the one home of the lateness rule: a live change is late when the gate
+accepted it more than the library's ``max_source_lateness`` after its source recorded it
+(``breaches``, ``late``). The gate marks each change with it (``govbus_late``), and the
+freshness monitor and the assessment read that mark through ``late_change`` — computing it
+again only for a change the gate did not mark — so the three cannot count differently.
 """
 
 from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
 from govbus.processors import metrics
+from govbus.schemas.framing import LATE, source_lateness
+from govbus.topics.catalog import Catalog
 
 SOURCE_LATENESS = "source_lateness"
 DELIVERY_LATENCY = "delivery_latency"
 SOURCE_SILENT = "source_silent"
 ROLES = {SOURCE_LATENESS: "source", DELIVERY_LATENCY: "receiver", SOURCE_SILENT: "source"}
 Key = tuple[str, str, str]  # library, department, kind
+
+
+def breaches(measured: float, limit: float) -> bool:
+    """Whether a measured delay breaks its SLA: strictly more than the limit (at it is in time)."""
+    return measured > limit
+
+
+def lateness_limit(catalog: Catalog, library: str) -> float:
+    """The library's ``max_source_lateness`` in seconds (from the catalog)."""
+    return catalog.library(library).freshness.max_source_lateness.total_seconds()
+
+
+def late(recorded_at: float, accepted_at: float, limit: float, backfill: bool) -> bool:
+    """The gate's verdict on one change: a live change accepted more than `limit` seconds after
+    its source recorded it. A snapshot (backfill) is an initial load, never late."""
+    return not backfill and breaches(accepted_at - recorded_at, limit)
+
+
+def late_change(headers: Mapping[str, bytes], limit: float) -> bool | None:
+    """Whether a change on ``shared.*`` (its headers) was late: the gate's mark, or for a
+    change accepted before the gate marked lateness, ``late`` from its times. None when it
+    is not a live change with both times (nothing to count)."""
+    lateness = source_lateness(headers)
+    if lateness is None:
+        return None
+    marked = headers.get(LATE)
+    if marked in (b"true", b"false"):
+        return marked == b"true"
+    return breaches(lateness, limit)
 
 
 @dataclass(slots=True)
@@ -52,7 +90,7 @@ class Episodes:
     def sample(self, key: Key, value: float, limit: float, now: float) -> dict[str, Any] | None:
         """A measured delay against its limit; an alert or recovery event, or None."""
         episode = self.open.get(key)
-        if value > limit:
+        if breaches(value, limit):
             if episode is None:
                 return self._raise(key, value, limit, now)
             episode.last_breach, episode.worst = now, max(episode.worst, value)
@@ -66,7 +104,7 @@ class Episodes:
     def silent(self, key: Key, silent_for: float, cadence: float, now: float) -> dict[str, Any] | None:
         """A source's silence so far against its cadence; an alert when it first exceeds it."""
         episode = self.open.get(key)
-        if silent_for > cadence and episode is None:
+        if breaches(silent_for, cadence) and episode is None:
             return self._raise(key, silent_for, cadence, now)
         if episode is not None:
             episode.worst = max(episode.worst, silent_for)

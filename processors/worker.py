@@ -67,15 +67,28 @@ def router(settings: Settings, catalog: Catalog) -> Registered:
     return batched(settings, RouterBatches(settings, catalog, book), book.ready.is_set, [watcher.start])
 
 
-BATCHED: dict[str, Callable[[Settings, Catalog], Registered]] = {"gate": gate, "router": router}
-PROCESSORS = ("gate", "router", "freshness")
+def authority(settings: Settings, catalog: Catalog) -> Registered:
+    """The authority processor (``authority``): a thread folding every principal's acts; it
+    needs the govbus-authority principal (it alters ACLs), so it runs in a worker of its own."""
+    from govbus.processors.authority import AuthorityProcessor
+    from govbus.schemas.registry import default_registry
+
+    processor = AuthorityProcessor(settings, catalog, default_registry())
+    thread = threading.Thread(target=processor.run, args=(threading.Event(),), name="authority", daemon=True)
+    return Registered(processor.stats, processor.ready.is_set, lambda: [], None, [thread.start])
+
+
+BATCHED: dict[str, Callable[[Settings, Catalog], Registered]] = {"gate": gate, "router": router,
+                                                                "authority": authority}
+PROCESSORS = ("gate", "router", "freshness")  # `all`: the govbus-processors principal's
+SEPARATE = ("authority",)  # each in a worker logged in as its own principal
 
 
 def chosen_processors(processors: Iterable[str]) -> list[str]:
     chosen = sorted(set(processors))
-    unknown = [name for name in chosen if name not in PROCESSORS]
+    unknown = [name for name in chosen if name not in (*PROCESSORS, *SEPARATE)]
     if unknown:
-        raise ValueError(f"unknown processor(s) {', '.join(unknown)}; choose from {', '.join(PROCESSORS)}")
+        raise ValueError(f"unknown processor(s) {', '.join(unknown)}; choose from {', '.join((*PROCESSORS, *SEPARATE))}")
     return chosen
 
 

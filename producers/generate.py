@@ -60,12 +60,13 @@ PLACES = _places()
 
 
 class Faker:
-    """Draws the parts of records from one seeded random stream."""
+    """Draws the parts of records from one seeded random stream, placed in `places`."""
 
-    def __init__(self, seed: int, start: date) -> None:
+    def __init__(self, seed: int, start: date, places: tuple[Place, ...] = PLACES) -> None:
         self.rng = random.Random(seed)
         self.start = start
         self.start_ordinal = start.toordinal()
+        self.places = places
 
     def name(self) -> str:
         rng = self.rng
@@ -79,7 +80,7 @@ class Faker:
         return date.fromordinal(self.start_ordinal - self.rng.randrange(1, most))
 
     def place(self) -> Place:
-        return self.rng.choice(PLACES)
+        return self.rng.choice(self.places)
 
     def address(self, place: Place) -> str:
         county = divisions.name_of(place[0]) or ""
@@ -200,10 +201,23 @@ MAKERS: dict[str, Callable[[Faker, str | None], dict[str, Any]]] = {
 }
 
 
+def places_in(region: str | None) -> tuple[Place, ...]:
+    """The counties whose GB/T 2260 code starts with `region` (every county for None): a
+    province's records ("44") stay in that province. ValueError naming the region when the
+    division table has no county there."""
+    if region is None:
+        return PLACES
+    found = tuple(place for place in PLACES if place[0].startswith(region))
+    if not found:
+        raise ValueError(f"no county of schemas/divisions.csv lies in region {region!r}")
+    return found
+
+
 def generate(library: str, count: int, seed: int, invalid_share: float = 0.0,
              department: str | None = None, *, op: str = "upsert", start: date = DEFAULT_START,
-             registry: SchemaRegistry | None = None) -> Iterator[dict[str, Any]]:
-    """Stream `count` flat records of `library` (see the module docstring)."""
+             registry: SchemaRegistry | None = None, region: str | None = None) -> Iterator[dict[str, Any]]:
+    """Stream `count` flat records of `library` (see the module docstring); with `region`, every
+    place in them (households, seats, issuers) lies in that division (``places_in``)."""
     registry = registry or default_registry()
     schema = registry.latest(library)
     maker = MAKERS[library]
@@ -213,7 +227,7 @@ def generate(library: str, count: int, seed: int, invalid_share: float = 0.0,
         keep = set(registry.authoritative_fields(library, department)) | {schema.entity_key}
     if op == "delete":  # a deletion names the entity and nothing else
         keep = {schema.entity_key}
-    fake = Faker(seed, start)
+    fake = Faker(seed, start, places_in(region))
     faults = FaultInjector(schema, publisher, fake.rng, start)
     first_recorded = datetime.combine(start, time(9), rules.CHINA_TIME)
     for index in range(count):

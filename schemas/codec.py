@@ -129,6 +129,53 @@ def default_codec() -> Codec:
     return Codec()
 
 
+def _varint(payload: bytes, position: int) -> tuple[int, int]:
+    """An Avro long (zigzag varint) at `position`: (its value, the position after it)."""
+    shift = result = 0
+    while True:
+        byte = payload[position]
+        position += 1
+        result |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return (result >> 1) ^ -(result & 1), position
+        shift += 7
+
+
+def _avro_string(text: str) -> bytes:
+    data = text.encode("utf-8")
+    length, out = len(data) << 1, bytearray()  # zigzag of a non-negative length
+    while length > 0x7F:
+        out.append((length & 0x7F) | 0x80)
+        length >>= 7
+    out.append(length)
+    return bytes(out) + data
+
+
+def around_entity_id(payload: bytes) -> tuple[bytes, bytes]:
+    """The payload before and after its encoded ``entity_id`` (see `with_entity_id`)."""
+    length, position = _varint(payload, HEADER_LENGTH)
+    start = position + length  # after event_id
+    length, position = _varint(payload, start)
+    return payload[:start], payload[position + length:]
+
+
+def avro_string(text: str) -> bytes:
+    """An Avro string's encoding: its UTF-8 length (zigzag varint), then the bytes."""
+    return _avro_string(text)
+
+
+def with_entity_id(payload: bytes, entity_id: str) -> bytes:
+    """The same single-object payload with another ``entity_id``, without encoding it again.
+
+    Why: the router delivers one change to many subscriptions that see the same fields, which
+    differ only in the id they know the entity by (a pseudonym per subscription where the key
+    is hidden); encoding is most of a delivery's cost. Safe because every library's schema
+    starts with the envelope's ``event_id`` and ``entity_id`` strings (``envelope.avsc``), and
+    an Avro record is its fields' encodings one after another."""
+    before, after = around_entity_id(payload)
+    return before + _avro_string(entity_id) + after
+
+
 def encode(library: str, record: dict[str, Any], version: int | None = None) -> bytes:
     """Encode with the packaged schemas; see `Codec.encode`."""
     return default_codec().encode(library, record, version)

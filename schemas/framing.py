@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timezone
 from typing import Any
 
@@ -39,6 +39,10 @@ SUBSCRIPTION = "govbus_subscription"  # the subscription a delivery was made und
 PURPOSE = "govbus_purpose"  # the purpose that subscription declared
 MASKED = "govbus_masked"  # comma-separated names of the fields delivered masked
 IMAGE = "govbus_image"  # comma-separated names of the fields whose values the delivery carries: its subscription's
+LIFE_EVENTS = "govbus_life_events"  # on a shared change (gate → router only, never delivered): the life events it is
+LIFE_EVENT = "govbus_life_event"  # on a delivery: the name of the life event it announces (its data: the payload)
+FILTER_BEFORE = "govbus_before"  # on a shared change (gate → router only): the changed fields' previous values, as text
+EVENT_DATE = "govbus_event_date"  # on a life-event delivery: the day it happened, ISO (YYYY-MM-DD)
 
 SPEC_VERSION = b"1.0"
 CONTENT_TYPE = b"application/avro"
@@ -51,12 +55,32 @@ def entity_key(secret: bytes, library: str, entity_id: str) -> bytes:
     return digest[:32].encode()
 
 
+def entity_keyer(secret: bytes, library: str) -> Callable[[str], bytes]:
+    """`entity_key` for one library with the secret's HMAC set up once: the router computes a
+    key per delivery (a pseudonymous subscription's own), and setting up the HMAC was half
+    of each (bench: fan_out)."""
+    keyed = hmac.new(secret, digestmod=hashlib.sha256)
+    prefix = f"{library}:"
+
+    def key(entity_id: str) -> bytes:
+        digest = keyed.copy()
+        digest.update((prefix + entity_id).encode())
+        return digest.hexdigest()[:32].encode()
+
+    return key
+
+
 def source_urn(department: str, system: str) -> str:
     return f"urn:govbus:department:{department}:system:{system}"
 
 
 def event_type(library: str, major_version: int = 1) -> str:
     return f"{TYPE_PREFIX}.{library}.change.v{major_version}"
+
+
+def life_event_type(library: str, event: str, major_version: int = 1) -> str:
+    """The CloudEvents type of a life event: ``cn.gov.govbus.population.death.v1``."""
+    return f"{TYPE_PREFIX}.{library}.{event}.v{major_version}"
 
 
 def schema_urn(library: str, version: int) -> str:
@@ -120,8 +144,101 @@ def header_map(headers: Iterable[tuple[str, bytes]] | None) -> dict[str, bytes]:
     return {name: value for name, value in headers or ()}
 
 
+def header_seconds(headers: Mapping[str, bytes], name: str) -> float | None:
+    """A bus time header (milliseconds since the epoch as decimal text) in seconds; None when
+    absent or garbled — a reader downstream never fails on a bad header."""
+    value = headers.get(name)
+    if not value or not value.isdigit() or len(value) > 15:
+        return None
+    return int(value) / 1000
+
+
+def iso_seconds(value: bytes | None) -> float | None:
+    """An ISO 8601 time (``ce_time``) in seconds since the epoch; None when absent or garbled
+    (a time without an offset is taken as UTC, as the bus writes only UTC)."""
+    if not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(value.decode())
+    except (UnicodeDecodeError, ValueError):
+        return None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).timestamp()
+
+
+def source_lateness(headers: Mapping[str, bytes]) -> float | None:
+    """Seconds from when the source recorded a change (``ce_time``, which the gate writes from
+    the event's validated ``recorded_at``) to when the gate accepted it (ACCEPTED_AT): the one
+    measure of source lateness, for the freshness monitor and the assessment alike. None for
+    a snapshot (an initial load of old records, not a change) or a message without both times."""
+    if headers.get(BACKFILL) == b"true":
+        return None
+    accepted, recorded = header_seconds(headers, ACCEPTED_AT), iso_seconds(headers.get("ce_time"))
+    return None if accepted is None or recorded is None else accepted - recorded
+
+
+def delivery_latency(headers: Mapping[str, bytes]) -> float | None:
+    """Seconds from the gate's acceptance (ACCEPTED_AT) to the router's delivery (ROUTED_AT) of
+    a live delivery: the one measure of delivery latency. None for a backfill (old changes
+    delivered on approval) or a message without both times."""
+    if headers.get(BACKFILL) == b"true":
+        return None
+    accepted, routed = header_seconds(headers, ACCEPTED_AT), header_seconds(headers, ROUTED_AT)
+    return None if accepted is None or routed is None else routed - accepted
+
+
 def with_headers(headers: Iterable[tuple[str, bytes]] | None, **extra: str | bytes) -> Headers:
     """The given headers plus ``extra`` (replacing same-named ones), for a processor's output."""
     extra_bytes = {name: value if isinstance(value, bytes) else value.encode() for name, value in extra.items()}
     kept = [(name, value) for name, value in headers or () if name not in extra_bytes]
     return kept + list(extra_bytes.items())
+
+
+def message_size(key: bytes | None, value: bytes | None, headers: Iterable[tuple[str, bytes | None]] | None) -> int:
+    """The bytes of a message's key, value and headers: what a producer's or broker's size limit
+    counts, less the record's framing (see the gate's RECORD_OVERHEAD)."""
+    return len(key or b"") + len(value or b"") + sum(len(name.encode()) + len(content or b"")
+                                                     for name, content in headers or ())
+
+
+def heartbeat_key(department: str) -> bytes:
+    """The key of a department's heartbeats (what ``Publisher.heartbeat`` sends)."""
+    return f"heartbeat:{department}".encode()
+
+
+def heartbeat_problem(department: str, key: bytes | None, value: bytes | None,
+                      headers: Iterable[tuple[str, bytes | None]] | None) -> str | None:
+    """Why a message with the heartbeat type on `department`'s topic is not that department's
+    heartbeat as ``Publisher.heartbeat`` makes it; None when it is one.
+
+    Why so strict: the gate skips heartbeats, so the type alone must not be a way to slip
+    anything past it unrecorded. The detail names what is wrong, never what was sent."""
+    if key != heartbeat_key(department):
+        return f"a heartbeat's key is {heartbeat_key(department).decode()!r}"
+    if value:
+        return f"a heartbeat's value is empty, not {len(value)} bytes"
+    return _heartbeat_headers_problem(department, header_map(headers))
+
+
+def _heartbeat_headers_problem(department: str, found: dict[str, bytes]) -> str | None:
+    if found.get("ce_type") != HEARTBEAT_TYPE:
+        return "the ce_type header is repeated with another type"
+    if found.get("ce_specversion") != SPEC_VERSION:
+        return f"a heartbeat's ce_specversion is {SPEC_VERSION.decode()}"
+    if not found.get("ce_id"):
+        return "a heartbeat has a ce_id"
+    source, prefix = found.get("ce_source") or b"", source_urn(department, "").encode()
+    if not source.startswith(prefix) or len(source) == len(prefix):
+        return f"a heartbeat's ce_source names its topic's department, {department}, and a system"
+    if not _is_time(found.get("ce_time")):
+        return "a heartbeat's ce_time is an ISO 8601 time"
+    return None
+
+
+def _is_time(value: bytes | None) -> bool:
+    if not value:
+        return False
+    try:
+        datetime.fromisoformat(value.decode())  # Python 3.11 reads the trailing "Z" too
+    except (UnicodeDecodeError, ValueError):
+        return False
+    return True

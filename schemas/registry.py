@@ -7,7 +7,9 @@ fields carry the sharing metadata (sharing class, authority, sensitivity, rule, 
 registry checks it on load and refuses a file with a message naming the file and field, so
 that a wrong schema stops the bus at start-up instead of leaking a field later.
 
-Departments are the catalog's business: pass `known_departments` to check authorities.
+Departments and purposes are the catalog's business: pass `known_departments` to check
+authorities; the purposes a field's `mask_for` may name are the catalog's
+(`topics/departments.yaml`, their one home) unless `purposes` are given.
 """
 
 from __future__ import annotations
@@ -24,14 +26,14 @@ from typing import Any
 from fastavro import parse_schema
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
-from . import rules
+from . import evolution, masks, rules
 
 SHARING_CLASSES = ("unconditional", "conditional", "not_shared")
 SENSITIVITIES = ("public", "internal", "personal", "sensitive")
 OPERATIONS = ("UPSERT", "DELETE", "SNAPSHOT")
-PURPOSES = ("administrative_basis", "data_verification", "work_reference")
 ENVELOPE_NAME = "govbus.Envelope"
 SCHEMA_DIRECTORY = Path(__file__).parent
+NOT_LIBRARIES = frozenset({"writers", "__pycache__"})  # folders beside the libraries' (writers: see writers.py)
 _VERSION_FILE = re.compile(r"^v([1-9][0-9]*)\.avsc$")
 
 
@@ -55,6 +57,8 @@ class FieldPolicy:
     required_on: frozenset[str] = frozenset()
     not_before: str | None = None
     doc: str = ""
+    reviewed_changes: tuple[dict[str, Any], ...] = ()  # see evolution.py: changes to sharing, authority, mask
+
 
     def mask_for_purpose(self, purpose: str) -> str | None:
         """The mask rule to apply for a subscription with this purpose, or None."""
@@ -126,11 +130,15 @@ def _field_policy(field: dict[str, Any], where: str, known_departments: frozense
     mask, mask_for = field.get("mask"), field.get("mask_for")
     if (mask is None) != (mask_for is None):
         raise fail('"mask" and "mask_for" go together')
-    if mask is not None and mask not in rules.MASKS:
-        raise fail(f"mask {mask!r} is not defined in rules.MASKS")
+    if mask is not None and mask not in masks.MASKS:
+        raise fail(f"mask {mask!r} is not defined in schemas/masks.py MASKS "
+                   f"(known: {', '.join(sorted(masks.MASKS))})")
     if mask_for is not None and mask_for != "all" and not (
             isinstance(mask_for, list) and set(mask_for) <= purposes):
         raise fail(f'mask_for must be "all" or a list of purposes from {", ".join(sorted(purposes))}')
+    reviewed = field.get(evolution.MARKER, [])
+    for problem in evolution.marker_problems(reviewed):
+        raise fail(problem)
     required_on = field.get("required_on", [])
     if not set(required_on) <= {"UPSERT", "SNAPSHOT"}:
         raise fail("required_on may only list UPSERT and SNAPSHOT")
@@ -139,7 +147,7 @@ def _field_policy(field: dict[str, Any], where: str, known_departments: frozense
         sensitivity=field["sensitivity"], rule=field.get("rule"), mask=mask,
         mask_for=frozenset(mask_for) if isinstance(mask_for, list) else frozenset(),
         mask_all=mask_for == "all", required_on=frozenset(required_on),
-        not_before=field.get("not_before"), doc=field.get("doc", ""))
+        not_before=field.get("not_before"), doc=field.get("doc", ""), reviewed_changes=tuple(reviewed))
 
 
 def _data_record(schema: dict[str, Any], path: Path) -> dict[str, Any]:
@@ -163,10 +171,19 @@ def _check_references(record: dict[str, Any], fields: dict[str, FieldPolicy], pa
                               "must name a data field of the same type")
 
 
+def catalog_purposes() -> tuple[str, ...]:
+    """The purposes declared in the catalog this process uses (``GOVBUS_CATALOG_DIR``)."""
+    from govbus.settings import get_settings
+    from govbus.topics.catalog import declared_purposes
+
+    return declared_purposes(get_settings().catalog_dir)
+
+
 def load_version(path: Path, library: str, version: int, envelope: dict[str, Any],
                  known_departments: frozenset[str] | None = None,
-                 purposes: Iterable[str] = PURPOSES) -> SchemaVersion:
-    """Read, check and parse one version file."""
+                 purposes: Iterable[str] | None = None) -> SchemaVersion:
+    """Read, check and parse one version file (`purposes`: the catalog's when None)."""
+    purposes = catalog_purposes() if purposes is None else purposes
     raw = _read_json(path)
     full, record = expand(raw, envelope, path), _data_record(raw, path)
     envelope_names = {field["name"] for field in envelope["fields"]}
@@ -194,13 +211,15 @@ class SchemaRegistry:
 
     def __init__(self, directory: Path | str = SCHEMA_DIRECTORY,
                  known_departments: Iterable[str] | None = None,
-                 purposes: Iterable[str] = PURPOSES) -> None:
+                 purposes: Iterable[str] | None = None) -> None:
         self.directory = Path(directory)
         departments = frozenset(known_departments) if known_departments is not None else None
+        purposes = tuple(catalog_purposes() if purposes is None else purposes)
         envelope = load_envelope(self.directory)
         self._versions: dict[str, dict[int, SchemaVersion]] = {}
         self._by_fingerprint: dict[bytes, SchemaVersion] = {}
-        for library_dir in sorted(p for p in self.directory.iterdir() if p.is_dir()):
+        for library_dir in sorted(p for p in self.directory.iterdir()
+                                  if p.is_dir() and p.name not in NOT_LIBRARIES):
             for path in sorted(library_dir.glob("*.avsc")):
                 match = _VERSION_FILE.match(path.name)
                 if match is None:
@@ -208,6 +227,16 @@ class SchemaRegistry:
                 loaded = load_version(path, library_dir.name, int(match[1]), envelope,
                                       departments, purposes)
                 self._add(loaded)
+        problems = [problem for library in self.libraries() for problem in self._evolution_problems(library)]
+        if problems:
+            raise SchemaError("\n".join(problems))
+
+    def _evolution_problems(self, library: str) -> list[str]:
+        """Why a version may not follow its predecessor (see evolution.py): checked at load,
+        so that the bus never runs with an incompatible or unreviewed version."""
+        versions = [self._versions[library][number] for number in self.versions(library)]
+        return [problem for older, newer in zip(versions, versions[1:])
+                for problem in evolution.evolution_problems(older, newer)]
 
     def _add(self, loaded: SchemaVersion) -> None:
         clash = self._by_fingerprint.get(loaded.fingerprint)

@@ -1,4 +1,5 @@
-"""Domain rules that schema fields name in their `"rule"` attribute, and the masks they name.
+"""Domain rules that schema fields name in their `"rule"` attribute (the masks they name are
+`masks.MASKS`, the one table the registry and the router share).
 
 A rule is a function `value -> None | message`; it is only called on non-null values that
 already have the field's Avro type. Enum-like values are plain strings checked here rather
@@ -242,33 +243,3 @@ def citizen_id_consistency(data: Mapping[str, Any]) -> list[Finding]:
 
 
 CROSS_CHECKS: dict[str, CrossCheck] = {"citizen_id_consistency": citizen_id_consistency}
-
-
-# --- masks (named by a field's "mask" attribute; applied by the router) ----------------
-def mask_name(value: str) -> str:
-    """Keep the surname: 张三丰 → 张**."""
-    return value[:1] + "*" * (len(value) - 1)
-
-
-def mask_identifier(value: str) -> str:
-    """Keep the region and the last four characters: 110105********1234."""
-    return value[:6] + "*" * (len(value) - 10) + value[-4:] if len(value) > 10 else "*" * len(value)
-
-
-def mask_address(value: str) -> str:
-    """Keep the first six characters (province, city, district in most addresses)."""
-    return value[:6] + "****"
-
-
-def mask_year(value: date) -> date:
-    """Keep only the year of a date (1 January)."""
-    return date(value.year, 1, 1)
-
-
-MASKS: dict[str, Callable[[Any], Any]] = {
-    "name": mask_name,
-    "identifier": mask_identifier,
-    "address": mask_address,
-    "year_only": mask_year,
-    "redact": lambda value: None,
-}

@@ -53,7 +53,7 @@ def principals(broker: ProvisionedBroker, catalog: Catalog, tmp_path_factory: py
     home = tmp_path_factory.mktemp("principals")
     admin = clients.admin(broker.admin_settings())
     try:
-        names = [credentials.PROCESSORS, credentials.GOVERNANCE, *catalog.departments]
+        names = [credentials.PROCESSORS, credentials.AUTHORITY, credentials.GOVERNANCE, *catalog.departments]
         return {name: broker_principals.ensure(admin, home, name).password for name in names}
     finally:
         admin.close()
@@ -70,6 +70,16 @@ def postgres_dsn() -> Iterator[str]:
     except pg.PostgresUnavailable as reason:
         pytest.fail(f"PostgreSQL is needed for the store tests and is not usable here: {reason}. "
                     "`./run test` installs it from Debian's packages (postgresql).")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty store on each backend the subscriber supports: a SQLite file, a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/store.db"
+    import pg
+
+    return pg.fresh_database(request.getfixturevalue("postgres_dsn"))
 
 
 @pytest.fixture(scope="session")
@@ -110,13 +120,21 @@ def bus(broker: ProvisionedBroker, catalog: Catalog, principals: dict[str, str],
 
 @pytest.fixture
 def start_processors(bus: Bus, tmp_path: Path) -> Iterator[Callable[..., ProcessorProcess]]:
-    """Start ``govbus processors run <names>`` workers for this test; all stopped after it."""
+    """Start ``govbus processors run <names>`` workers for this test (``authority`` alone, as
+    govbus-authority; the others as govbus-processors); all stopped after it."""
     started: list[ProcessorProcess] = []
 
-    def start(*names: str, port: int | None = None, loglevel: str = "warn") -> ProcessorProcess:
-        from govbus.security.credentials import PROCESSORS
+    def start(*names: str, port: int | None = None, loglevel: str = "warn",
+              session_timeout: float | None = None) -> ProcessorProcess:
+        """`session_timeout`: seconds after which a killed worker's partitions move (a test
+        that kills one need not wait the default)."""
+        from govbus.security.credentials import AUTHORITY, PROCESSORS
 
-        settings = bus.as_principal(PROCESSORS).model_copy(update={"processor_port": port or free_port()})
+        principal = AUTHORITY if names == ("authority",) else PROCESSORS  # the authority runs alone, as itself
+        changes: dict = {"processor_port": port or free_port()}
+        if session_timeout is not None:
+            changes["processor_session_timeout"] = session_timeout
+        settings = bus.as_principal(principal).model_copy(update=changes)
         worker = ProcessorProcess(settings, list(names), tmp_path / f"worker-{len(started)}.log", loglevel)
         started.append(worker)
         return worker.start()
@@ -124,3 +142,30 @@ def start_processors(bus: Bus, tmp_path: Path) -> Iterator[Callable[..., Process
     yield start
     for worker in started:
         worker.stop()
+
+
+@pytest.fixture
+def on_session_broker(broker: ProvisionedBroker, principals: dict[str, str], monkeypatch: pytest.MonkeyPatch,
+                      tmp_path: Path) -> Iterator[None]:
+    """`govbus bench` and `govbus simulate` use GOVBUS_BOOTSTRAP_SERVERS when set: point it at
+    the session's broker, with a govbus home holding the session principals' passwords (so they
+    reuse them instead of rotating them under the other tests) and the Kafka jars."""
+    from govbus.broker.runtime import kafka_version
+    from govbus.security import credentials
+    from govbus.settings import Settings
+
+    home = tmp_path / "home"
+    home.mkdir()
+    jars = Settings().home / f"kafka-{kafka_version()}"
+    (home / jars.name).symlink_to(jars, target_is_directory=True)
+    for name, password in principals.items():
+        credentials.save(home, credentials.Credentials(name, password))
+    monkeypatch.setenv("GOVBUS_HOME", str(home))
+    monkeypatch.setenv("GOVBUS_BOOTSTRAP_SERVERS", broker.bootstrap_servers)
+    for name, value in broker.security.items():
+        monkeypatch.setenv(f"GOVBUS_{name.upper()}", str(value))
+    from govbus.settings import get_settings
+
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()

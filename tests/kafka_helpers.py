@@ -11,6 +11,7 @@ from kafka import TopicPartition
 
 from govbus import clients
 from govbus.producers.records import to_event
+from govbus.reading import settled_ends
 from govbus.schemas.codec import default_codec
 from govbus.schemas.framing import cloudevent_headers, entity_key
 from govbus.settings import Settings
@@ -22,7 +23,7 @@ def read_topic(settings: Settings, topic: str) -> list[Any]:
     partitions = [TopicPartition(topic, p) for p in (consumer.partitions_for_topic(topic) or [])]
     consumer.assign(partitions)
     consumer.seek_to_beginning()
-    ends = consumer.end_offsets(partitions)
+    ends = settled_ends(settings, consumer, partitions, settle=2.0)  # a commit's markers reach topics one by one
     messages: list[Any] = []
     deadline = time.monotonic() + 30
     while any(consumer.position(tp) < ends[tp] for tp in partitions) and time.monotonic() < deadline:
@@ -93,3 +94,19 @@ def topic_names(settings: Settings) -> set[str]:
         return set(admin.list_topics())
     finally:
         admin.close()
+
+
+def cli(settings: Settings, *arguments: str) -> Any:
+    """`govbus <arguments>` run in-process as the principal of `settings` (a click Result);
+    the settings cache is cleared around it so the command reads these settings, not a test's earlier ones."""
+    from click.testing import CliRunner
+
+    from govbus import settings as settings_module
+    from govbus.cli import main
+    from govbus.processes import settings_environment
+
+    settings_module.get_settings.cache_clear()
+    try:
+        return CliRunner().invoke(main, list(arguments), env=settings_environment(settings))
+    finally:
+        settings_module.get_settings.cache_clear()

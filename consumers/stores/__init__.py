@@ -4,6 +4,7 @@ one file) or PostgreSQL, with the same behaviour and the same rows from both.
     store = open_store("sqlite:///population.db")
     store.ensure_table("population", {"name": "text", "birth_date": "date"})
     store.apply("population", deliveries, positions={("deliver.health.population", 0): 42}, as_of=t)
+    store.events(library="population", event="death")  # the life events, logged beside the view
 """
 
 from __future__ import annotations

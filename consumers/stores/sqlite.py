@@ -13,6 +13,7 @@ simply reads those deliveries again.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -38,7 +39,8 @@ def path_from_url(url: str) -> str:
 
 class SQLiteStore(Store):
     dialect = Dialect("?", {"text": "TEXT", "integer": "INTEGER", "bigint": "INTEGER", "boolean": "INTEGER",
-                            "double": "REAL", "date": "TEXT", "timestamp": "TEXT", "json": "TEXT"}, " STRICT")
+                            "double": "REAL", "date": "TEXT", "timestamp": "TEXT", "json": "TEXT"}, " STRICT",
+                      identity="INTEGER PRIMARY KEY")  # SQLite's rowid: the next is one more than the highest
     conversions = {
         "boolean": int,
         "date": date.isoformat,
@@ -54,6 +56,14 @@ class SQLiteStore(Store):
         self.where = "the in-memory SQLite store" if path == MEMORY else f"the SQLite store {path}"
         if path != MEMORY:
             _check_path(Path(path))
+            # Owner-only from the start: the rows are personal data. SQLite makes -wal and -shm
+            # with the database file's permission bits.
+            try:
+                os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+                os.chmod(path, 0o600)
+            except OSError as error:
+                raise StoreError(f"cannot use {path} as a SQLite store ({error.strerror}): is it readable and "
+                                 "writable by this user?") from error
         try:
             self._connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             self._connection.execute("PRAGMA busy_timeout = 10000")

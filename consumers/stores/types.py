@@ -22,7 +22,12 @@ COLUMN_TYPES = ("text", "integer", "bigint", "boolean", "double", "date", "times
 BOOKKEEPING = {  # the columns every library table has besides its data fields
     "entity_id": "text", "version": "bigint", "deleted": "boolean", "last_event_time": "timestamp",
     "delivered_at": "timestamp", "applied_at": "timestamp", "backfill": "boolean",
+    # A row is one entity as one subscription delivers it, for that subscription's purpose:
+    # a department's two subscriptions to a library (other fields, other purposes) keep a row
+    # each, so neither's fields go stale behind the other's versions ("" for a delivery without one).
+    "subscription_id": "text", "purpose": "text",
 }
+ROW_KEY = ("entity_id", "subscription_id")
 _IDENTIFIER = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 _INT32 = 2**31
 _AVRO_PRIMITIVES = {"string": "text", "int": "integer", "long": "bigint", "boolean": "boolean",

@@ -15,7 +15,8 @@ from govbus.bench import machine, report
 from govbus.bench.context import Context, Sizes
 from govbus.settings import PROJECT_ROOT, get_settings
 
-SCENARIOS = ("hot_path", "ceiling", "topology", "end_to_end", "offered_load", "polling", "initial_load")  # in run order
+SCENARIOS = ("hot_path", "fan_out", "ceiling", "topology", "end_to_end", "offered_load", "polling",
+             "initial_load")  # in run order
 
 
 @click.command()

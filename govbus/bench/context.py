@@ -79,6 +79,12 @@ class Context:
             self.echo(f"broker: {self._broker.origin} at {self._broker.bootstrap_servers}")
         return self._broker
 
+    def broker_pids(self) -> list[int]:
+        """The processes of the bench's own local broker (none for a configured broker, which
+        may run elsewhere)."""
+        cluster = self.broker().cluster
+        return cluster.pids() if cluster is not None else []
+
     def admin_settings(self, scenario: str, **values: Any) -> Settings:
         """Admin settings under a prefix of the scenario's own."""
         prefix = f"bench-{scenario}-{uuid.uuid4().hex[:6]}."

@@ -1,7 +1,7 @@
 """A benchmark subscriber, as its own process: the subscriber SDK applying one department's
 deliveries to its SQLite store, and noting when each change was applied.
 
-    python -m govbus.bench.follower --department health --store sqlite:////tmp/h.db --out DIR
+    python -m govbus.bench.follower --department health --store sqlite:////tmp/h.db --out DIR [--library L …]
 
 Settings come from the environment (``GOVBUS_*``), as for any govbus process. After each
 batch is committed to the store, the SDK calls ``on_change`` for every delivery in it; the
@@ -59,10 +59,11 @@ def read_applied(out: Path, department: str, column: int = 1) -> dict[str, int]:
 
 @click.command()
 @click.option("--department", required=True)
-@click.option("--library", default="population", show_default=True)
+@click.option("--library", "libraries", multiple=True, default=("population",), show_default=True,
+              help="A library it subscribes to; repeat for several.")
 @click.option("--store", "store_url", required=True)
 @click.option("--out", type=click.Path(path_type=Path), required=True)
-def main(department: str, library: str, store_url: str, out: Path) -> None:
+def main(department: str, libraries: tuple[str, ...], store_url: str, out: Path) -> None:
     from govbus.consumers.subscriber import Subscriber
     from govbus.settings import Settings
 
@@ -77,7 +78,7 @@ def main(department: str, library: str, store_url: str, out: Path) -> None:
 
     count, written_at, last = 0, 0.0, None
     with open(applied_path(out, department), "a", encoding="utf-8") as applied, \
-            Subscriber(Settings(), department, [library], store_url, on_change=on_change) as subscriber:
+            Subscriber(Settings(), department, libraries, store_url, on_change=on_change) as subscriber:
         write_status(out, department, ready=True, applied=0, pid=os.getpid())
         while not stop.is_set():
             subscriber.poll_once(timeout_ms=100)

@@ -9,12 +9,15 @@ applied a number of changes; `freshness` joins publish and apply times by event 
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from kafka import TopicPartition
@@ -22,7 +25,7 @@ from kafka import TopicPartition
 from govbus import clients
 from govbus.bench import follower
 from govbus.bench.measure import ProcessWatch
-from govbus.bench.subscriptions import FOUR, OWNER, requests
+from govbus.bench.subscriptions import FOUR, requests
 from govbus.broker.provision import ProvisionedBroker, free_port, local_broker, provision
 from govbus.errors import GovbusError
 from govbus.processes import ProcessorProcess, settings_environment
@@ -31,6 +34,7 @@ from govbus.topics.catalog import load_catalog
 from govbus.topics.names import TopicNames
 
 BROKER_HEAP = "1g"
+WARM_UP_EVENTS = 10_000  # at most; twice the scenario's size for small runs
 
 
 class BenchError(GovbusError):
@@ -73,6 +77,7 @@ class Pipeline:
     departments: tuple[str, ...] = tuple(FOUR)
     workers: dict[str, ProcessorProcess] = field(default_factory=dict)
     followers: dict[str, Follower] = field(default_factory=dict)
+    broker_pids: list[int] = field(default_factory=list)  # counted in every watch when the broker is local
 
     @property
     def names(self) -> TopicNames:
@@ -109,8 +114,8 @@ class Pipeline:
 
         for request in requests(self.departments):
             subscription = control.request(self.settings, request)
-            if subscription.state == "requested":
-                subscription = control.approve(self.settings, subscription.id, OWNER)
+            for authority in subscription.awaiting:  # each conditional field's authority approves (issue 16)
+                subscription = control.approve(self.settings, subscription.id, authority)
             if subscription.state != "approved":
                 raise BenchError(f"the bench subscription of {request.department} was {subscription.state}: "
                                  f"{subscription.decision.reason}")
@@ -136,13 +141,15 @@ class Pipeline:
                                  f"{timeout:.0f} s (it says {counts}); see {self.work / 'router.log'}")
             time.sleep(0.5)
 
-    def start_follower(self, department: str) -> None:
+    def start_follower(self, department: str, libraries: tuple[str, ...] = ("population",)) -> None:
         out = self.work / "followers"
         out.mkdir(parents=True, exist_ok=True)
         store = f"sqlite:///{self.work / f'{department}.db'}"
         log = open(self.work / f"follower-{department}.log", "ab")
+        chosen = [argument for library in libraries for argument in ("--library", library)]
         process = subprocess.Popen(
-            [sys.executable, "-m", "govbus.bench.follower", "--department", department, "--store", store, "--out", str(out)],
+            [sys.executable, "-m", "govbus.bench.follower", "--department", department, "--store", store, "--out", str(out),
+             *chosen],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             env=settings_environment(self.as_principal(department)))
         log.close()
@@ -173,7 +180,30 @@ class Pipeline:
             watch.add(name, worker.process.pid)
         for department, entry in self.followers.items():
             watch.add(f"subscriber {department}", entry.process.pid)
+        watch.add_broker(self.broker_pids)
         return watch
+
+    def batch_counts(self) -> dict[str, dict[str, int]]:
+        """Per processor: the batches (transactions) and events its loop has handled so far,
+        from its worker's /health."""
+        return {name: {"batches": loop.get("batches", 0), "events": loop.get("events", 0)}
+                for name, loop in self._loops().items()}
+
+    def batch_timings(self) -> dict[str, dict[str, Any]]:
+        """Per processor: p50/p99/max seconds of its recent batches' handling and commit."""
+        return {name: {phase: loop[phase] for phase in ("handle_s", "commit_s") if phase in loop}
+                for name, loop in self._loops().items()}
+
+    def loop_stats(self) -> dict[str, dict[str, Any]]:
+        """Per batched processor, what its worker's /health says of its loop (batches, events, lag …)."""
+        return self._loops()
+
+    def _loops(self) -> dict[str, dict[str, Any]]:
+        loops: dict[str, dict[str, Any]] = {}
+        for worker in self.workers.values():
+            with urllib.request.urlopen(worker.health_url, timeout=10) as answer:  # noqa: S310 - our own worker
+                loops.update(json.load(answer).get("loops") or {})
+        return loops
 
     def applied_counts(self) -> dict[str, int]:
         return {d: follower.read_status(e.out, d).get("applied", 0) for d, e in self.followers.items()}
@@ -274,12 +304,43 @@ def shared_pipeline(context: Any) -> Pipeline:
     if pipeline is None:
         context.echo("bringing up the bus: topics, ACLs, four subscriptions, gate, router, four subscribers …")
         started = time.monotonic()
-        pipeline = Pipeline(context.admin_settings("bus"), context.passwords(), context.work / "bus")
+        pipeline = Pipeline(context.admin_settings("bus"), context.passwords(), context.work / "bus",
+                            broker_pids=context.broker_pids())
         context.shared["pipeline"] = pipeline
         context.cleanups.append(pipeline.stop)
         pipeline.start()
         context.echo(f"bus ready in {time.monotonic() - started:.0f} s")
+        warm_up(pipeline, min(WARM_UP_EVENTS, 2 * context.sizes.events), context.echo)
     return pipeline
+
+
+def warm_up(pipeline: Pipeline, count: int, echo: Any) -> None:
+    """Changes through the whole bus before anything is measured. Why: a broker just started
+    runs interpreted Java until its JIT compiler has caught up; in the first minute the
+    compiler took more CPU than the broker's request handlers (jstack's per-thread CPU, bench
+    at 50 events/s), on the same two cores as the bus. A broker that serves a province runs
+    for months: the bench measures it warm."""
+    from govbus.bench import workload
+
+    started = time.monotonic()
+    before = pipeline.applied_counts()
+    publish_all(pipeline, workload.population_changes(count, seed=3))
+    if not pipeline.wait_applied({department: before[department] + count for department in before},
+                                 timeout=max(120.0, count / 50)):
+        raise BenchError(f"the warm-up's {count} changes were not all applied in time")
+    echo(f"warmed up with {count} changes in {time.monotonic() - started:.0f} s")
+
+
+def paced(items: Iterable[Any], rate: float | None) -> Iterator[Any]:
+    """`items` one after another at `rate` per second from the first (at once without a rate):
+    an offered load that does not drift when one send is slow."""
+    first = time.time()
+    for index, item in enumerate(items):
+        if rate:
+            delay = first + index / rate - time.time()
+            if delay > 0:
+                time.sleep(delay)
+        yield item
 
 
 def publish_all(pipeline: Pipeline, records: list[dict[str, Any]], rate: float | None = None) -> tuple[dict[str, float], float, float]:
@@ -288,11 +349,7 @@ def publish_all(pipeline: Pipeline, records: list[dict[str, Any]], rate: float |
     published: dict[str, float] = {}
     with pipeline.publisher() as publisher:
         first = time.time()
-        for index, record in enumerate(records):
-            if rate:
-                delay = first + index / rate - time.time()
-                if delay > 0:
-                    time.sleep(delay)
+        for record in paced(records, rate):
             moment = time.time()
             result = publisher.publish(record)
             if not result.accepted:

@@ -21,6 +21,8 @@ import psutil
 
 QUANTILES = (50, 95, 99)
 
+BROKER = "broker (Kafka)"  # the name under which a watch counts the local broker's processes
+
 
 def percentiles(values: Iterable[float], quantiles: Iterable[int] = QUANTILES) -> dict[str, float | None]:
     """{"p50": …, "p95": …, "p99": …, "max": …, "count": n} (nearest rank); None when empty."""
@@ -88,6 +90,11 @@ class ProcessWatch:
     def add(self, name: str, pid: int | None = None) -> None:
         self.watched[name] = Watched(name, psutil.Process(pid or os.getpid()))
 
+    def add_broker(self, pids: list[int]) -> None:
+        """The local broker's nodes, named so that ``per_thousand`` keeps them apart."""
+        for number, pid in enumerate(pids, start=1):
+            self.add(BROKER if len(pids) == 1 else f"{BROKER} node {number}", pid)
+
     def start(self) -> ProcessWatch:
         for entry in self.watched.values():
             entry.cpu_start = entry.cpu()
@@ -120,10 +127,28 @@ class ProcessWatch:
         return report
 
 
+def events_per_batch(before: Mapping[str, Mapping[str, int]], after: Mapping[str, Mapping[str, int]]) -> dict[str, float]:
+    """Per processor, the events of one transaction on average between two batch counts: the
+    fixed cost of a transaction (markers on every partition written, the offsets' commit) is
+    shared by this many events."""
+    found = {}
+    for name, now in after.items():
+        earlier = before.get(name, {"batches": 0, "events": 0})
+        batches = now["batches"] - earlier["batches"]
+        if batches > 0:
+            found[name] = round((now["events"] - earlier["events"]) / batches, 1)
+    return found
+
+
 def per_thousand(cpu: Mapping[str, Mapping[str, Any]], events: int) -> dict[str, float]:
-    """CPU seconds per 1000 events, per process and in total."""
+    """CPU seconds per 1000 events, per process; ``total`` of the bus's (and the bench
+    driver's) processes, as earlier runs reported it, and ``total_with_broker`` when the
+    broker was watched too: the machine's whole cost of the work, which is what two cores
+    have to carry."""
     shares = {name: round(entry["cpu_seconds"] * 1000 / events, 4) for name, entry in cpu.items()} if events else {}
-    shares["total"] = round(sum(shares.values()), 4)
+    shares["total"] = round(sum(value for name, value in shares.items() if not name.startswith(BROKER)), 4)
+    if any(name.startswith(BROKER) for name in shares):
+        shares["total_with_broker"] = round(sum(value for name, value in shares.items() if name != "total"), 4)
     return shares
 
 

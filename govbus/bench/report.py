@@ -30,10 +30,11 @@ def ratios(results: dict[str, Any]) -> dict[str, Any]:
         limit = topology.get(client, {}).get("events_per_s")
         if bus and limit:
             found[f"bus_over_topology_ceiling_{client.replace('-', '_')}"] = round(bus / limit, 4)
-    bus_cpu = (results.get("end_to_end", {}).get("cpu_seconds_per_1000_events") or {}).get("total")
-    topology_cpu = (topology.get("confluent-kafka", {}).get("cpu_seconds_per_1000_events") or {}).get("total")
-    if bus_cpu and topology_cpu:
-        found["bus_cpu_over_topology_cpu_confluent_kafka"] = round(bus_cpu / topology_cpu, 3)
+    bus_cpu = results.get("end_to_end", {}).get("cpu_seconds_per_1000_events") or {}
+    topology_cpu = topology.get("confluent-kafka", {}).get("cpu_seconds_per_1000_events") or {}
+    for total, suffix in (("total", ""), ("total_with_broker", "_with_broker")):
+        if bus_cpu.get(total) and topology_cpu.get(total):
+            found[f"bus_cpu_over_topology_cpu_confluent_kafka{suffix}"] = round(bus_cpu[total] / topology_cpu[total], 3)
     polling = results.get("polling", {})
     rate = polling.get("rate")
     offered = results.get("offered_load", {}).get("rates", {}).get(str(rate), {})
@@ -91,7 +92,7 @@ def markdown(document: dict[str, Any]) -> str:
              "(the ratios), not absolute figures across runs.", ""]
     if document.get("ratios"):
         lines += ["## Ratios", "", *_table(list(document["ratios"].items()))]
-    sections = {"hot_path": _hot_path, "ceiling": _ceiling, "topology": _topology, "end_to_end": _end_to_end,
+    sections = {"hot_path": _hot_path, "fan_out": _fan_out, "ceiling": _ceiling, "topology": _topology, "end_to_end": _end_to_end,
                 "offered_load": _offered, "polling": _polling, "initial_load": _initial}
     for name, entry in results.items():
         lines += [f"## {name.replace('_', ' ')}", ""]
@@ -111,6 +112,17 @@ def _hot_path(entry: dict[str, Any]) -> list[str]:
                    ("router events/s (one core)", entry["router_events_per_s"])])
 
 
+def _fan_out(entry: dict[str, Any]) -> list[str]:
+    grouped, alone = entry["router_us_per_change"], entry["router_us_per_change_ungrouped"]
+    rows: list[tuple[str, Any]] = [("shared changes routed", entry["changes"])]
+    for count in sorted(grouped, key=int):
+        rows.append((f"router µs per change, {count} subscriptions ({entry['distinct_projections'][count]} "
+                     "distinct projections): grouped / one at a time", f"{grouped[count]} / {alone[count]}"))
+    rows += [("400 over 40, grouped", entry["grouped_400_over_40"]),
+             ("400 over 40, one at a time", entry["ungrouped_400_over_40"])]
+    return _table(rows)
+
+
 def _ceiling(entry: dict[str, Any]) -> list[str]:
     tool, python = entry.get("kafka_tool", {}), entry.get("python", {})
     return _table([("records", entry.get("records")), ("average record bytes", entry.get("record_bytes")),
@@ -127,7 +139,10 @@ def _topology(entry: dict[str, Any]) -> list[str]:
     for client in ("confluent-kafka", "kafka-python"):
         found = entry.get(client, {})
         rows.append((f"{client}: events/s end to end", found.get("events_per_s")))
-        rows.append((f"{client}: CPU s per 1000 events (clients)", (found.get("cpu_seconds_per_1000_events") or {}).get("total")))
+        cpu = found.get("cpu_seconds_per_1000_events") or {}
+        rows.append((f"{client}: CPU s per 1000 events (clients)", cpu.get("total")))
+        if "total_with_broker" in cpu:
+            rows.append((f"{client}: CPU s per 1000 events (clients and broker)", cpu["total_with_broker"]))
     return _table(rows)
 
 
@@ -137,6 +152,7 @@ def _end_to_end(entry: dict[str, Any]) -> list[str]:
             ("publisher events/s", entry["publish_events_per_s"])]
     rows += [(f"CPU s per 1000 events: {name}", value) for name, value in entry["cpu_seconds_per_1000_events"].items()]
     rows += [(f"peak RSS MiB: {name}", value) for name, value in entry["peak_rss_mib"].items()]
+    rows += [(f"events per batch (transaction): {name}", value) for name, value in (entry.get("events_per_batch") or {}).items()]
     return _table(rows) + _hops(entry.get("hops"))
 
 
@@ -149,11 +165,14 @@ def _hops(hops: dict[str, Any] | None) -> list[str]:
 
 
 def _offered(entry: dict[str, Any]) -> list[str]:
-    lines = ["| offered events/s | achieved publish/s | kept up | freshness p50 / p95 / p99 s | CPU s per 1000 |",
-             "|---|---|---|---|---|"]
+    lines = ["| offered events/s | achieved publish/s | kept up | freshness p50 / p95 / p99 s | CPU s per 1000 "
+             "(with broker) | events per batch (gate, router) |", "|---|---|---|---|---|---|"]
     for rate, one in entry["rates"].items():
+        cpu, batches = one["cpu_seconds_per_1000_events"], one.get("events_per_batch") or {}
+        with_broker = f" ({_number(cpu['total_with_broker'])})" if "total_with_broker" in cpu else ""
         lines.append(f"| {rate} | {_number(one['achieved_publish_events_per_s'])} | {_number(one['kept_up'])} | "
-                     f"{_percentile_text(one['freshness_s'])} | {_number(one['cpu_seconds_per_1000_events']['total'])} |")
+                     f"{_percentile_text(one['freshness_s'])} | {_number(cpu['total'])}{with_broker} | "
+                     f"{_number(batches.get('gate'))}, {_number(batches.get('router'))} |")
     lines.append("")
     for rate, one in entry["rates"].items():
         lines += [f"Hops at {rate} events/s:", "", *_hops(one.get("hops"))]

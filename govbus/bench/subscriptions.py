@@ -35,7 +35,7 @@ def approved_in_memory(catalog, registry, departments: tuple[str, ...] = tuple(F
     found = []
     for request in requests(departments):
         subscription = rules.evaluate(request, catalog, registry, now)
-        if subscription.state == "requested":
-            subscription = rules.approve(subscription, OWNER, now)
+        for authority in subscription.awaiting:  # each conditional field's authority approves (issue 16)
+            subscription = rules.approve(subscription, authority, now)
         found.append(subscription)
     return found

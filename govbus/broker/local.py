@@ -4,21 +4,50 @@ Each node is one JVM that is both broker and controller. A node's files live in
 ``<home>/broker/node-<id>/``: ``data/`` (the log directories), ``logs/server.log``,
 ``server.properties`` and ``node.json`` (pid, ports, version). They survive stop and start,
 so topics and their data do too.
+
+Everything there is the owner's only (folders 0700, files 0600): the log directories hold
+every department's records and the configuration the inter-broker password. The files this
+module writes are created so (never world-readable for a moment), and the JVMs run with
+umask 077, so that the segments, checkpoints and logs Kafka makes are too.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import os
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 from govbus.broker.runtime import BrokerError, ensure_jars, find_java, kafka_version
+
+CONTROLLER_USER = "controller"  # the nodes' own principal on the controller listener
+PRIVATE_UMASK = 0o077  # the JVMs' files: owner-only, whatever the caller's umask
+
+
+def private_directory(path: Path) -> Path:
+    """``path`` (and missing parents) made and kept owner-only (0700)."""
+    path.mkdir(parents=True, exist_ok=True)
+    path.chmod(0o700)
+    return path
+
+
+def write_private(path: Path, text: str, *, append: bool = False) -> Path:
+    """Write ``text`` to a file that is owner-only (0600) from its creation on."""
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else os.O_TRUNC)
+    descriptor = os.open(path, flags, 0o600)
+    os.fchmod(descriptor, 0o600)  # an older file may have been made world-readable
+    with os.fdopen(descriptor, "w") as file:
+        file.write(text)
+    return path
+
 
 _LOG4J2 = """\
 status = warn
@@ -41,9 +70,14 @@ logger.started.level = INFO
 @dataclass(frozen=True)
 class BrokerSecurity:
     """SASL/SCRAM on the client listener (and TLS when ``tls_directory`` holds the material
-    made by ``govbus certs create``). ``admin`` is a super user created at format time; the
-    controller listener stays PLAINTEXT on loopback (KRaft cannot use SCRAM there), so its
-    principal ``User:ANONYMOUS`` must be a super user too: never expose that port."""
+    made by ``govbus certs create``). ``admin`` is a super user created at format time.
+
+    The KRaft controller listener authenticates too, with SASL/PLAIN: SCRAM credentials live
+    in the cluster metadata, which the controllers serve, so they cannot check a SCRAM login
+    before there is a quorum; PLAIN's users are in the JAAS configuration instead. Its one
+    user, ``controller`` (the nodes themselves, broker to controller and controller to
+    controller), is a super user; nobody else gets in, so nobody can grant ACLs through the
+    controller port (``--bootstrap-controller``) as an anonymous super user."""
 
     admin_password: str
     tls_directory: Path | None = None
@@ -51,6 +85,12 @@ class BrokerSecurity:
     @property
     def listener(self) -> str:
         return "SASL_SSL" if self.tls_directory else "SASL_PLAINTEXT"
+
+    @property
+    def controller_password(self) -> str:
+        """The controller user's password, derived from the admin's: the same on every node and
+        across restarts without another secret to store (and it does not reveal the admin's)."""
+        return hmac.new(self.admin_password.encode(), b"govbus KRaft controller listener", hashlib.sha256).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -171,24 +211,37 @@ class LocalCluster:
                 _set_directory_id(node.directory / "data" / "meta.properties", directory_ids[node.node_id])
 
     def _kafka_tool(self, java: str, libs: Path, arguments: list[str]) -> str:
-        command = [java, "-Xmx256m", f"-Dlog4j2.configurationFile={self._log4j2(self.nodes[0])}", "-cp", f"{libs}/*", *arguments]
-        completed = subprocess.run(command, capture_output=True, text=True, check=False)
+        """Run one of Kafka's tools. Its arguments (the admin password, at format time) go in an
+        owner-only ``@argfile`` that Java's launcher reads (JDK 9+) and that is deleted after
+        the run, never on the command line, which every user of the machine can read in
+        /proc/<pid>/cmdline (``ps``)."""
+        options = ["-Xmx256m", f"-Dlog4j2.configurationFile={self._log4j2(self.nodes[0])}", "-cp", f"{libs}/*", *arguments]
+        descriptor, argfile = tempfile.mkstemp(prefix="kafka-tool-", suffix=".args", dir=self.home / "broker")
+        try:
+            with os.fdopen(descriptor, "w") as file:  # mkstemp: 0600, in the 0700 broker folder
+                file.write("\n".join(_argfile_quoted(option) for option in options) + "\n")
+            completed = subprocess.run([java, f"@{argfile}"], capture_output=True, text=True, check=False,
+                                       umask=PRIVATE_UMASK)
+        finally:
+            os.unlink(argfile)
         if completed.returncode != 0:
             raise BrokerError(f"{arguments[0]} {arguments[1]} failed:\n{completed.stderr or completed.stdout}")
         return completed.stdout
 
     def _write_configuration(self, node: NodeSpec) -> None:
-        (node.directory / "logs").mkdir(parents=True, exist_ok=True)
-        path = node.directory / "server.properties"
-        path.write_text(self.server_properties(node))
-        path.chmod(0o600)  # it holds the inter-broker password
+        self._private_directories(node)
+        write_private(node.directory / "server.properties", self.server_properties(node))  # the inter-broker password
         self._log4j2(node)
 
+    def _private_directories(self, node: NodeSpec) -> None:
+        """The node's folders, owner-only; ``broker/`` too, so that nobody else even lists the nodes."""
+        private_directory(self.home / "broker")
+        for path in (node.directory, node.directory / "data", node.directory / "logs"):
+            private_directory(path)
+
     def _log4j2(self, node: NodeSpec) -> Path:
-        path = node.directory / "log4j2.properties"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(_LOG4J2.format(log_file=node.log_file))
-        return path
+        self._private_directories(node)
+        return write_private(node.directory / "log4j2.properties", _LOG4J2.format(log_file=node.log_file))
 
     def server_properties(self, node: NodeSpec) -> str:
         """The broker configuration; small buffers because the machines are small."""
@@ -203,7 +256,8 @@ class LocalCluster:
             "advertised.listeners": f"{listener}://127.0.0.1:{node.port}",
             "controller.listener.names": "CONTROLLER",
             "inter.broker.listener.name": listener,
-            "listener.security.protocol.map": f"{listener}:{listener},CONTROLLER:PLAINTEXT",
+            # The controller listener authenticates (SASL/PLAIN) when the client listener does.
+            "listener.security.protocol.map": f"{listener}:{listener},CONTROLLER:{'SASL_PLAINTEXT' if self.security else 'PLAINTEXT'}",
             "log.dirs": node.directory / "data",
             "num.partitions": 1,
             "offsets.topic.replication.factor": replication,
@@ -226,13 +280,19 @@ class LocalCluster:
         name = security.listener.lower()
         jaas = ('org.apache.kafka.common.security.scram.ScramLoginModule required '
                 f'username="admin" password="{security.admin_password}";')
+        controller = security.controller_password
+        controller_jaas = ('org.apache.kafka.common.security.plain.PlainLoginModule required '
+                           f'username="{CONTROLLER_USER}" password="{controller}" user_{CONTROLLER_USER}="{controller}";')
         properties: dict[str, object] = {
             "sasl.enabled.mechanisms": "SCRAM-SHA-512",
             "sasl.mechanism.inter.broker.protocol": "SCRAM-SHA-512",
             f"listener.name.{name}.scram-sha-512.sasl.jaas.config": jaas,
+            "sasl.mechanism.controller.protocol": "PLAIN",
+            "listener.name.controller.sasl.enabled.mechanisms": "PLAIN",
+            "listener.name.controller.plain.sasl.jaas.config": controller_jaas,
             "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
             "allow.everyone.if.no.acl.found": "false",
-            "super.users": "User:admin;User:ANONYMOUS",
+            "super.users": f"User:admin;User:{CONTROLLER_USER}",
         }
         if security.tls_directory:
             properties |= {
@@ -252,12 +312,16 @@ class LocalCluster:
             f"-Dlog4j2.configurationFile={node.directory / 'log4j2.properties'}",
             "-cp", f"{libs}/*", "kafka.Kafka", str(node.directory / "server.properties"),
         ]
-        console = open(node.directory / "logs" / "console.log", "ab")  # noqa: SIM115 - owned by the child
-        process = subprocess.Popen(command, stdout=console, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-        console.close()
+        console = os.open(node.directory / "logs" / "console.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        os.fchmod(console, 0o600)
+        try:
+            process = subprocess.Popen(command, stdout=console, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                       start_new_session=True, umask=PRIVATE_UMASK)
+        finally:
+            os.close(console)  # the child has its own copy
         record = {"pid": process.pid, "version": kafka_version(), "port": node.port,
                   "controller_port": node.controller_port, "started_at": time.time()}
-        node.pid_file.write_text(json.dumps(record))
+        write_private(node.pid_file, json.dumps(record))
         return process
 
     def _wait_ready(self, processes: list[subprocess.Popen[bytes]], timeout: float) -> None:
@@ -278,6 +342,10 @@ class LocalCluster:
         """kafka-python settings with which the admin reaches this cluster."""
         if not self.security:
             return None
+        from govbus import redaction
+
+        redaction.install()
+        redaction.remember(self.security.admin_password)
         config = {"security_protocol": self.security.listener, "sasl_mechanism": "SCRAM-SHA-512",
                   "sasl_plain_username": "admin", "sasl_plain_password": self.security.admin_password}
         if self.security.tls_directory:
@@ -285,6 +353,10 @@ class LocalCluster:
 
             config["ssl_context"] = ssl.create_default_context(cafile=str(self.security.tls_directory / "ca.pem"))
         return config
+
+    def pids(self) -> list[int]:
+        """The process ids of the nodes now running (the bench counts their CPU)."""
+        return [pid for pid in (_running_pid(node) for node in self.nodes) if pid is not None]
 
     # -- stop and status ---------------------------------------------------------------------
     def stop(self, *, timeout: float = 60.0) -> list[str]:
@@ -373,6 +445,11 @@ def _port_open(address: str, timeout: float) -> bool:
             return True
     except (OSError, ValueError):
         return False
+
+
+def _argfile_quoted(argument: str) -> str:
+    """One argument as a Java @argfile line: double-quoted, its backslashes and quotes escaped."""
+    return '"' + argument.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def _random_directory_id() -> str:

@@ -9,7 +9,7 @@ from govbus.security import certs, credentials, principals
 from govbus.settings import get_settings
 from govbus.topics.catalog import load_catalog
 
-SERVICE_PRINCIPALS = (credentials.PROCESSORS, credentials.GOVERNANCE)
+SERVICE_PRINCIPALS = (credentials.PROCESSORS, credentials.AUTHORITY, credentials.GOVERNANCE)
 
 
 @click.group()

@@ -6,7 +6,11 @@ log in with. Who is who:
 
 - ``admin``: the operators' tooling (topics, ACLs, principals, subscriptions) — a super user;
 - ``govbus-processors``: the gate, router and freshness processors;
-- ``governance``: the big-data bureau's staff, who read the audit and metrics topics;
+- ``govbus-authority``: the authority processor, which folds what each principal says
+  (``control.acts.<principal>``) into ``control.subscriptions`` and the objections, and grants
+  and withdraws delivery read access (it may alter ACLs: guard it as the operators' tooling);
+- ``governance``: the big-data bureau's staff, who read the audit, metrics and control topics,
+  run the assessment and may refuse or revoke a subscription on policy grounds (as themselves);
 - one principal per department, named by its catalog id.
 """
 
@@ -22,6 +26,7 @@ from govbus.errors import GovbusError
 
 ADMIN = "admin"
 PROCESSORS = "govbus-processors"
+AUTHORITY = "govbus-authority"
 GOVERNANCE = "governance"
 MECHANISM = "SCRAM-SHA-512"
 

@@ -13,8 +13,12 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
+from kafka.errors import KafkaError
+
 from govbus import settings as settings_module
 from govbus.cli import main
+from govbus.consumers import objections
+from govbus.errors import GovbusError
 from govbus.processes import settings_environment
 from govbus.processors import control
 from govbus.processors.subscriptions import SubscriptionRequest
@@ -24,6 +28,18 @@ from govbus.producers.publisher import Publisher
 from kafka_helpers import send_raw, wait_for
 
 BLUE, ORANGE, PURPLE, RED = (31, 119, 180), (255, 127, 14), (148, 103, 189), (214, 39, 40)  # the charts' colours
+
+
+def _until_allowed(act, timeout: float = 60.0):
+    """`act()` once the broker applies the ACLs just made (a department's acts topic)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return act()
+        except (GovbusError, KafkaError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
 
 
 def assess(bus, *arguments: str) -> str:
@@ -66,11 +82,12 @@ def test_assess_counts_the_bus_and_its_html_page_renders_charts(bus, start_proce
     with Publisher(bus.settings, "public_security", "population", names=bus.names) as publisher:
         assert all(publisher.publish(person).accepted for person in people)
     send_raw(bus.settings, bus.names.ingest("population", "civil_affairs"), b"not avro")
-    objections = bus.names.bus("control.objections")
-    for state, delay in (("raised", 0), ("resolved", 90)):
-        body = {"format": 1, "objection": "obj-1", "step": state, "by": "health" if state == "raised" else "public_security",
-                "owner": "public_security", "at": (now + timedelta(seconds=delay)).isoformat()}
-        send_raw(bus.settings, objections, json.dumps(body).encode(), key=b"obj-1")
+    # One objection, raised by health and answered by the field's authority, each as itself.
+    start_processors("authority")
+    health, public_security = bus.as_principal("health"), bus.as_principal("public_security")
+    raised = _until_allowed(lambda: objections.raise_objection(health, "population", people[0]["citizen_id"], "name",
+                                                                "the name is misspelt"))
+    objections.reject(public_security, raised.id, "the name matches the birth register, entry 1990-0042")
     wait_for(bus.settings, bus.names.shared("population"), 7)
     wait_for(bus.settings, bus.names.dlq("population"), 1)
     wait_for(bus.settings, bus.names.deliver("hr_social_security", "population"), 7, timeout=90)
@@ -79,7 +96,8 @@ def test_assess_counts_the_bus_and_its_html_page_renders_charts(bus, start_proce
     police = next(row for row in result["departments"] if row["department"] == "public_security")
     assert (police["published"], police["changes"], police["late"]) == (7, 7, 1), "the late change counts against it"
     assert police["within_sla_share"] == pytest.approx(6 / 7, abs=1e-3)
-    assert (police["objections_received"], police["median_answer_seconds"]) == (1, 90)
+    assert police["objections_received"] == 1, "the genuine answer counts"
+    assert 0 <= police["median_answer_seconds"] < 60
     civil = next(row for row in result["departments"] if row["department"] == "civil_affairs")
     assert (civil["published"], civil["rejected"], civil["rejected_share"]) == (1, 1, 1.0)
     population = next(row for row in result["libraries"] if row["library"] == "population")

@@ -8,7 +8,6 @@ import json
 import math
 from pathlib import Path
 
-import pytest
 from click.testing import CliRunner
 
 from govbus.cli import main
@@ -24,32 +23,6 @@ def _numbers(value, path="") -> list[tuple[str, float]]:
     if isinstance(value, list):
         return [found for index, item in enumerate(value) for found in _numbers(item, f"{path}[{index}]")]
     return []
-
-
-@pytest.fixture
-def on_session_broker(broker, principals, monkeypatch, tmp_path: Path) -> None:
-    """The bench uses GOVBUS_BOOTSTRAP_SERVERS when set: point it at the session's broker, with
-    a govbus home holding the session principals' passwords (so the bench reuses them instead
-    of rotating them under the other tests) and the Kafka jars."""
-    from govbus.broker.runtime import kafka_version
-    from govbus.security import credentials
-    from govbus.settings import Settings
-
-    home = tmp_path / "home"
-    home.mkdir()
-    jars = Settings().home / f"kafka-{kafka_version()}"
-    (home / jars.name).symlink_to(jars, target_is_directory=True)
-    for name, password in principals.items():
-        credentials.save(home, credentials.Credentials(name, password))
-    monkeypatch.setenv("GOVBUS_HOME", str(home))
-    monkeypatch.setenv("GOVBUS_BOOTSTRAP_SERVERS", broker.bootstrap_servers)
-    for name, value in broker.security.items():
-        monkeypatch.setenv(f"GOVBUS_{name.upper()}", str(value))
-    from govbus.settings import get_settings
-
-    get_settings.cache_clear()
-    yield
-    get_settings.cache_clear()
 
 
 def test_bench_writes_results_with_machine_versions_ratios_and_sane_figures(on_session_broker, tmp_path: Path) -> None:

@@ -78,11 +78,33 @@ def test_partition_increase_and_config_drift_are_applied(bus) -> None:
                                 bus.names.dlq("population")}
         changes = topic_apply.apply(admin, comparisons)
         assert f"raised {bus.names.shared('credit')} to {library.partitions + 2} partitions" in changes
-        assert any(line.startswith(f"altered {bus.names.dlq('population')}: retention.ms=-1") for line in changes)
+        kept = next(c.spec.config["retention.ms"] for c in comparisons if c.spec.name == dlq)
+        assert kept == str(90 * 24 * 3600 * 1000)  # dead_letters.retention: 90d in topics/bus.yaml
+        assert any(line.startswith(f"altered {dlq}: retention.ms={kept}") for line in changes)
         after = topic_apply.compare(admin, topic_apply.desired_topics(grown, bus.names, admin))
         assert {c.state for c in after} == {"in sync"}
         (described,) = admin.describe_topics([bus.names.shared("credit")])
         assert len(described["partitions"]) == library.partitions + 2
+    finally:
+        admin.close()
+
+
+def test_min_insync_replicas_is_not_raised_above_a_topics_replicas(bus) -> None:
+    """On one broker a topic has one replica: a min.insync.replicas of 2 would refuse every
+    acks=all write, so apply refuses that change, says why, and makes the others."""
+    bus.apply_catalog()
+    admin = clients.admin(bus.settings)
+    try:
+        (spec,) = [s for s in topic_apply.desired_topics(bus.catalog, bus.names, admin)
+                   if s.name == bus.names.shared("population")]
+        assert spec.replication_factor == 1 and spec.config["min.insync.replicas"] == "1"
+        wanted = spec.model_copy(update={"config": {**spec.config, "min.insync.replicas": "2", "retention.ms": "86400000"}})
+        (comparison,) = topic_apply.compare(admin, [wanted])
+        assert comparison.state == "drifted" and comparison.replication == 1 and comparison.reassignment == {}
+        changes = topic_apply.apply(admin, [comparison])
+        assert f"refused to raise {spec.name} min.insync.replicas to 2: it has 1 in-sync replica(s)" in changes[0]
+        assert changes[1:] == [f"altered {spec.name}: retention.ms=86400000"]
+        assert topic_apply._current_configs(admin, [spec.name])[spec.name]["min.insync.replicas"] == "1"
     finally:
         admin.close()
 

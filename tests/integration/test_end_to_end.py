@@ -71,7 +71,7 @@ def test_each_store_equals_the_projection_of_the_golden_records(bus, start_proce
     start_processors("gate", "router")
     subscription = control.request(bus.settings, SubscriptionRequest(
         department="health", library="population", fields=FIELDS, purpose="administrative_basis"))
-    subscription = control.approve(bus.settings, subscription.id, "public_security")
+    subscription = control.approve(bus.settings, subscription.id, "civil_affairs")
     people = list(generate("population", 60, seed=91, department="public_security"))
     renamed = [{"citizen_id": p["citizen_id"], "sequence": 2, "name": p["name"] + "新"} for p in people[::3]]
     marriages = [{"citizen_id": p["citizen_id"], "sequence": 1, "marital_status": "married"} for p in people[::2]]
@@ -100,7 +100,7 @@ def test_an_approval_while_changes_flow_through_two_routers_reaches_every_entity
     records = people + renamed
     approved = []
     _publish_in_chunks(bus, records, 25, pause=0.2, at=150,
-                       then=lambda: approved.append(control.approve(bus.settings, subscription.id, "public_security")))
+                       then=lambda: approved.append(control.approve(bus.settings, subscription.id, "civil_affairs")))
     rows = _store_converges(bus, approved[0], f"sqlite:///{tmp_path}/health.db", count=300)
     assert sum(1 for row in rows.values() if row["name"].endswith("新")) == 75
 
@@ -114,10 +114,10 @@ def test_a_router_killed_mid_stream_loses_nothing_and_leaves_the_audit_chain_who
 
     bus.apply_catalog()
     start_processors("gate")
-    router = start_processors("router")
+    router = start_processors("router", session_timeout=10.0)  # killed below: its partitions move after 10 s
     subscription = control.request(bus.settings, SubscriptionRequest(
         department="health", library="population", fields=FIELDS, purpose="administrative_basis"))
-    subscription = control.approve(bus.settings, subscription.id, "public_security")
+    subscription = control.approve(bus.settings, subscription.id, "civil_affairs")
     people = list(generate("population", 2000, seed=97, department="public_security"))
     renamed = [{"citizen_id": p["citizen_id"], "sequence": 2, "name": p["name"] + "新"} for p in people[::2]]
     records = people + renamed
@@ -129,7 +129,7 @@ def test_a_router_killed_mid_stream_loses_nothing_and_leaves_the_audit_chain_who
             time.sleep(0.05)
         routers[-1].kill()
         assert 0 < routed < len(records), "killed while it was routing"
-        routers.append(start_processors("router"))
+        routers.append(start_processors("router", session_timeout=10.0))
 
     _publish_in_chunks(bus, records, 100, at=1500, then=kill_and_restart_the_router)
     rows = _store_converges(bus, subscription, f"sqlite:///{tmp_path}/health.db", count=2000)

@@ -154,7 +154,7 @@ def test_killed_mid_stream_the_gate_restarts_with_nothing_lost_and_nothing_appli
     _publish(bus, "public_security", "population", people)
     _publish(bus, "civil_affairs", "population", marriages)
     total = len(people) + len(marriages)
-    worker = start_processors("gate")
+    worker = start_processors("gate", session_timeout=10.0)  # killed below: its partitions move after 10 s
     deadline = time.monotonic() + 120
     while _applied(worker) < total // 4:
         assert time.monotonic() < deadline, "the gate made no progress"

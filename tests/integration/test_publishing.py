@@ -108,3 +108,51 @@ def test_publisher_refuses_an_event_claiming_another_department(bus) -> None:
         result = publisher.publish(event)
     assert not result.accepted
     assert any(v.rule == "own_department" for v in result.violations)
+
+
+class _QueueWatch:
+    """The publisher's own librdkafka producer, counting the sends it refused for a full queue."""
+
+    def __init__(self, producer) -> None:
+        self.producer = producer
+        self.refused = 0
+
+    def produce(self, *arguments, **options) -> None:
+        try:
+            self.producer.produce(*arguments, **options)
+        except BufferError:
+            self.refused += 1
+            raise
+
+    def __getattr__(self, name: str):
+        return getattr(self.producer, name)
+
+
+def test_a_bulk_publish_into_a_full_local_queue_waits_for_room_and_loses_nothing(bus) -> None:
+    """A snapshot far larger than librdkafka's local queue: a send into the full queue waits
+    for the broker (back-pressure) instead of failing, and every record arrives once."""
+    bus.apply_catalog()
+    records = list(generate("population", 3000, seed=21, department="public_security", op="snapshot"))
+    with Publisher(bus.settings, "public_security", "population", names=bus.names, queued_records=20) as publisher:
+        watch = publisher._producer = _QueueWatch(publisher._producer)
+        results = [publisher.publish(record) for record in records]
+        report = publisher.flush()
+    assert all(result.accepted for result in results)
+    assert watch.refused > 0, "the queue of 20 records never filled: back-pressure was not exercised"
+    assert report.delivered == len(records) and not report.failures
+    messages = _read_all(bus.settings, bus.names.ingest("population", "public_security"), len(records))
+    event_ids = [dict(message.headers)["ce_id"].decode() for message in messages]
+    assert sorted(event_ids) == sorted(result.event_id for result in results)
+
+
+def test_a_send_the_broker_refuses_is_reported_with_its_event_id_not_dropped(bus) -> None:
+    """Writing without the right to write: each failure is in the report, none counted delivered."""
+    assert bus.secured, "the tests run against a secured broker by default"
+    bus.apply_catalog()
+    records = list(generate("population", 3, seed=4, department="public_security"))
+    with Publisher(bus.as_principal("civil_affairs"), "public_security", "population", names=bus.names) as publisher:
+        results = [publisher.publish(record) for record in records]
+        report = publisher.flush()
+    assert report.delivered == 0
+    assert sorted(event_id for event_id, _ in report.failures) == sorted(result.event_id for result in results)
+    assert all("AUTHORIZATION" in error for _, error in report.failures), report.failures

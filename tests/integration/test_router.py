@@ -54,7 +54,7 @@ def test_four_departments_get_exactly_their_approved_fields_masked_as_required(b
     education = _request(bus, "education", "citizen_id,marital_status", "work_reference")
     assert (civil.state, health.state, education.state) == ("requested", "requested", "requested")
     control.approve(bus.settings, civil.id, "public_security")
-    control.approve(bus.settings, health.id, "public_security")
+    control.approve(bus.settings, health.id, "civil_affairs")
 
     expected = {"hr_social_security": {"citizen_id", "name", "sex", "household_region"},
                 "civil_affairs": {"citizen_id", "name", "date_of_birth", "household_address"},
@@ -91,7 +91,7 @@ def test_four_departments_get_exactly_their_approved_fields_masked_as_required(b
         assert CANARY.encode() not in message.value and all(CANARY.encode() not in v for _, v in message.headers)
 
     # Live changes flow; after a revocation nothing more arrives for that department.
-    control.revoke(bus.settings, hr.id, "public_security", "no longer needed")
+    control.revoke(bus.settings, hr.id, "governance", "no longer needed")
     time.sleep(2)
     newcomer = next(generate("population", 1, seed=62, department="public_security"))
     _publish(bus, "public_security", [newcomer])
@@ -139,3 +139,38 @@ def test_audit_chain_verifies_then_reports_the_exact_tampered_record(bus, start_
     settings_module.get_settings.cache_clear()
     assert outcome.exit_code == 1, outcome.output
     assert f"BROKEN at record {len(records)}" in outcome.output
+
+
+def test_a_move_out_of_a_subscriptions_region_removes_the_row_and_a_move_elsewhere_tells_it_nothing(
+        bus, start_processors, tmp_path) -> None:
+    from govbus.consumers.subscriber import Subscriber
+
+    bus.apply_catalog()
+    start_processors("gate", "router")
+    people = list(generate("population", 30, seed=77, department="public_security"))
+    region = people[0]["household_region"][:4]
+    inside = [p for p in people if p["household_region"].startswith(region)]
+    outside = [p for p in people if not p["household_region"].startswith(region)]
+    assert inside and len(outside) >= 2
+    subscription = _request(bus, "hr_social_security", "citizen_id,name", "data_verification",
+                            filters=(f"region={region}..",))
+    assert subscription.state == "approved"
+    _publish(bus, "public_security", people)
+    _wait_quiet(bus, "hr_social_security", len(inside))
+    far = next(code for code in ("650102", "540102", "460105") if not code.startswith(region))
+    _publish(bus, "public_security", [{"citizen_id": inside[0]["citizen_id"], "sequence": 2, "household_region": far},
+                                      {"citizen_id": outside[0]["citizen_id"], "sequence": 2, "household_region": far}])
+    wait_for(bus.settings, bus.names.shared("population"), len(people) + 2)
+    _wait_quiet(bus, "hr_social_security", len(inside) + 1)
+    time.sleep(2)  # the router has had both changes; nothing more may come
+    records = [default_codec().decode(m.value)[1] for m in _deliveries(bus, "hr_social_security")]
+    # At least once: a change may come twice (subscribers apply by version); what came is counted once.
+    seen = {(record["entity_id"], record["sequence"], record["op"] == "DELETE") for record in records}
+    assert seen == {(p["citizen_id"], 1, False) for p in inside} | {(inside[0]["citizen_id"], 2, True)}, \
+        "one DELETE for the one who left, nothing for the other"
+    assert outside[0]["citizen_id"] not in {record["entity_id"] for record in records}
+    with Subscriber(bus.as_principal("hr_social_security"), "hr_social_security", ["population"],
+                    f"sqlite:///{tmp_path}/hr.db") as subscriber:
+        subscriber.catch_up(timeout=20)
+        rows = {row["entity_id"] for row in subscriber.store.rows("population")}
+    assert rows == {p["citizen_id"] for p in inside[1:]}, "the row left the department's view with the person"

@@ -14,6 +14,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ import pytest
 
 import pg
 from govbus import clients
+from govbus.consumers import subscriber as subscriber_module
 from govbus.consumers.stores import open_store
 from govbus.consumers.subscriber import Subscriber
 from govbus.processors import control
@@ -71,10 +73,9 @@ def changes(count: int, seed: int) -> list[dict[str, Any]]:
     return records
 
 
-def deliver(bus, records: list[dict[str, Any]], *, department: str = DEPARTMENT, version: int | None = None,
-            image: tuple[str, ...] = DELIVERED) -> None:
-    """Write deliveries as the router does."""
-    producer = clients.producer(bus.settings, linger_ms=20)
+def framed(bus, records: list[dict[str, Any]], version: int | None = None,
+           image: tuple[str, ...] = DELIVERED) -> Iterator[tuple[bytes, bytes, list[tuple[str, bytes]]]]:
+    """(key, value, headers) of each delivery, as the router frames them."""
     secret, codec = bus.settings.key_secret.encode(), default_codec()
     for record in records:
         key = entity_key(secret, LIBRARY, record["entity_id"])
@@ -82,10 +83,38 @@ def deliver(bus, records: list[dict[str, Any]], *, department: str = DEPARTMENT,
             (ACCEPTED_AT, now_millis()), (ROUTED_AT, now_millis()), (BACKFILL, b"false"),
             (SUBSCRIPTION, b"sub-test"), (PURPOSE, b"administrative_basis"), (MASKED, b""),
             (IMAGE, ",".join(image).encode())]
-        producer.send(bus.names.deliver(department, LIBRARY), key=key, value=codec.encode(LIBRARY, record, version),
-                      headers=headers)
+        yield key, codec.encode(LIBRARY, record, version), headers
+
+
+def deliver(bus, records: list[dict[str, Any]], *, department: str = DEPARTMENT, version: int | None = None,
+            image: tuple[str, ...] = DELIVERED) -> None:
+    """Write deliveries as the router does."""
+    producer = clients.producer(bus.settings, linger_ms=20)
+    for key, value, headers in framed(bus, records, version, image):
+        producer.send(bus.names.deliver(department, LIBRARY), key=key, value=value, headers=headers)
     producer.flush()
     producer.close()
+
+
+def deliver_in_transactions(bus, committed: list[dict[str, Any]], aborted: list[dict[str, Any]], size: int = 7) -> None:
+    """Write deliveries in Kafka transactions, as the router does: `committed` in several that
+    commit, `aborted` in one that is aborted half-way through the others."""
+    producer = clients.fast_producer(bus.settings, **{"transactional.id": f"{bus.names.prefix}test-router"})
+    producer.init_transactions(60)
+    topic = bus.names.deliver(DEPARTMENT, LIBRARY)
+    batches = [committed[start:start + size] for start in range(0, len(committed), size)]
+    for number, batch in enumerate(batches):
+        if number == len(batches) // 2:
+            _transaction(producer, topic, framed(bus, aborted), producer.abort_transaction)
+        _transaction(producer, topic, framed(bus, batch), producer.commit_transaction)
+    producer.flush(60)
+
+
+def _transaction(producer: Any, topic: str, messages: Iterator[tuple[bytes, bytes, list]], end: Any) -> None:
+    producer.begin_transaction()
+    for key, value, headers in messages:
+        producer.produce(topic, key=key, value=value, headers=headers)
+    end(60)
 
 
 def projection(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -133,6 +162,49 @@ def test_the_store_equals_the_projection_of_the_deliveries(bus, store_url: str) 
     assert watermark is not None and status.as_of == watermark
     committed = _group_offsets(bus, f"{bus.names.prefix}{DEPARTMENT}.subscriber")
     assert sum(committed.values()) == len(records) + len(stale), "lag tools see the subscriber's progress"
+
+
+def test_transaction_markers_are_stepped_over_and_aborted_deliveries_never_applied(bus, tmp_path: Path) -> None:
+    """Each transaction ends with a marker that takes an offset and is never returned: the
+    subscriber still reaches the end (lag 0), and an aborted transaction's deliveries are not applied."""
+    bus.apply_catalog()
+    make_delivery_topic(bus)
+    committed, aborted = changes(30, seed=29), changes(5, seed=31)
+    deliver_in_transactions(bus, committed, aborted)
+    url = f"sqlite:///{tmp_path}/health.db"
+    with Subscriber(bus.settings, DEPARTMENT, [LIBRARY], url) as subscriber:
+        assert subscriber.catch_up(timeout=120) == len(committed)
+        (status,) = subscriber.status()
+        ends = dict(subscriber.progress.ends)
+        assert subscriber.progress.positions == ends, "every partition read past its last marker"
+    assert (status.lag, status.applied, status.rejected) == (0, len(committed), 0)
+    assert sum(ends.values()) > len(committed) + len(aborted), "the markers took offsets"
+    assert store_view(url) == projection(committed)
+    with Subscriber(bus.settings, DEPARTMENT, [LIBRARY], url) as subscriber:
+        assert subscriber.catch_up(timeout=60) == 0, "resumed from the store's positions: nothing read again"
+
+
+def test_a_subscriber_started_before_its_delivery_topic_exists_picks_it_up(bus, tmp_path: Path, monkeypatch) -> None:
+    """Started before its subscription is approved (no delivery topic yet), beside a library whose
+    topic exists: it looks again, and reads the new topic from its start once the router made it."""
+    monkeypatch.setattr(subscriber_module, "_RECHECK_TOPICS_S", 0.5)
+    bus.apply_catalog()
+    make_delivery_topic(bus, library="legal_entity")
+    records = changes(20, seed=23)
+    url = f"sqlite:///{tmp_path}/health.db"
+    with Subscriber(bus.settings, DEPARTMENT, [LIBRARY, "legal_entity"], url) as subscriber:
+        assert [status.waiting for status in subscriber.status()] == [True, False]
+        assert subscriber.poll_once(timeout_ms=200) == 0
+        make_delivery_topic(bus)
+        deliver(bus, records)
+        deadline = time.monotonic() + 60
+        while subscriber.status()[0].waiting and time.monotonic() < deadline:
+            subscriber.poll_once(timeout_ms=200)
+        subscriber.catch_up(timeout=60)
+        population, legal_entity = subscriber.status()
+    assert not population.waiting and (population.lag, population.applied) == (0, len(records))
+    assert (legal_entity.lag, legal_entity.applied) == (0, 0)
+    assert store_view(url) == projection(records)
 
 
 def _group_offsets(bus, group: str) -> dict:

@@ -10,7 +10,10 @@ from types import SimpleNamespace
 
 import pytest
 
+from govbus.consumers import objections
 from govbus.processors import deadletters
+from govbus.processors import subscriptions as subscription_rules
+from govbus.schemas.registry import default_registry
 from govbus.processors.assessment import Tally
 from govbus.processors.assessment_report import human, render
 from govbus.schemas.framing import ACCEPTED_AT, BACKFILL, LATE, ROUTED_AT, SOURCE_DEPARTMENT, heartbeat_headers
@@ -35,11 +38,17 @@ def change(department: str, lateness: float, late: bool | None = None, backfill:
     return message(headers)
 
 
-def objection(identifier: str, step: str, at: float, owner: str = "public_security") -> SimpleNamespace:
-    """A step as consumers/objections.py writes it (the owner is named when it is raised)."""
-    moment = datetime.fromtimestamp(at, timezone.utc).isoformat()
-    body = {"format": 1, "objection": identifier, "step": step, "by": "health", "at": moment}
-    return message(value=json.dumps({**body, "owner": owner} if step == "raised" else body).encode())
+def objection(identifier: str, step: str, at: float, owner: str = "public_security",
+              by: str | None = None) -> SimpleNamespace:
+    """A step as the authority processor records it (the owner is named when it is raised)."""
+    moment = datetime.fromtimestamp(at, timezone.utc)
+    if step == "raised":
+        body = objections.raised_event(identifier, library="population", entity_id="610102199001011234",
+                                       field="name", reason="wrong", by=by or "health", owner=owner, at=moment)
+    else:
+        body = objections.answer_event(identifier, step, by=by or owner, at=moment, reason="checked",
+                                       correction_event_id="ev-1")
+    return message(value=json.dumps(body).encode())
 
 
 @pytest.fixture
@@ -60,13 +69,23 @@ def assessment(catalog) -> dict:
     conflict = {"conflict_id": "c1", "authoritative_department": "public_security", "reported_department": "civil_affairs"}
     tally.conflict(message(value=json.dumps(conflict).encode()))
     tally.conflict(message(value=json.dumps(conflict).encode()))  # re-emitted after a restart: counted once
+    for identifier, age in (("c2", 3600), ("c3", 7200)):
+        tally.conflict(message(value=json.dumps({**conflict, "conflict_id": identifier}).encode(), at=T - age))
+    tally.verdict(message(value=json.dumps({"kind": "verdict", "conflict_id": "c3", "verdict": "kept"}).encode()))
+    tally.verdict(message(value=json.dumps({"kind": "refused", "conflict_id": "c2", "verdict": "kept"}).encode()))
     for record in (objection("o1", "raised", T), objection("o1", "resolved", T + 600), objection("o2", "raised", T),
                    objection("o2", "rejected", T + 1800), objection("o3", "raised", T + 60),
-                   objection("old", "raised", T - 5 * 86_400), message(value=b"not json")):
+                   objection("o3", "resolved", T + 90, by="tax"),  # not the owner: not an answer
+                   objection("old", "raised", T - 5 * 86_400), message(value=b"not json"),
+                   message(value=json.dumps({"objection": "o9", "step": "raised", "at": "2025-03-01T08:00:00"}).encode())):
         tally.objection(record)
-    tally.subscription(message(value=json.dumps({"state": "approved", "department": "health", "library": "population"}).encode(), key=b"s1"))
-    tally.subscription(message(value=json.dumps({"state": "approved", "department": "tax", "library": "population"}).encode(), key=b"s2"))
-    tally.subscription(message(value=None, key=b"s2"))  # deleted
+    for identifier, department, until in (("sub-1", "health", None), ("sub-2", "tax", None),
+                                          ("sub-3", "civil_affairs", START.date() - timedelta(days=1))):
+        asked = subscription_rules.SubscriptionRequest(department=department, library="population", until=until,
+                                                       fields=("citizen_id", "name"), purpose="administrative_basis")
+        judged = subscription_rules.evaluate(asked, catalog, default_registry(), START - timedelta(days=3), identifier)
+        tally.subscription(message(value=subscription_rules.to_json(judged), key=identifier.encode()))
+    tally.subscription(message(value=None, key=b"sub-2"))  # deleted; sub-3 expired by the clock
     deliver = NAMES.deliver("health", "population")
     for latency in (0.1, 0.2, 0.3, 9.0):
         tally.delivery(deliver, message([(ACCEPTED_AT, str(int(T * 1000)).encode()),
@@ -86,12 +105,19 @@ def test_a_department_is_assessed_on_what_it_published(assessment) -> None:
     assert civil["lateness"]["p50"] == pytest.approx(50, rel=0.02)
     assert civil["rejected"] == 2 and civil["rejected_share"] == 0.2 and civil["rejected_by_reason"] == {"invalid": 2}
     assert civil["libraries"]["population"]["late"] == 2
-    assert (civil["conflicts_reported"], civil["conflicts_to_verify"]) == (1, 0)
+    assert (civil["conflicts_reported"], civil["conflicts_to_verify"]) == (3, 0)
+
+
+def test_open_conflicts_and_the_oldest_ones_age_are_counted_against_their_authority(assessment) -> None:
+    police = department(assessment, "public_security")
+    assert police["conflicts_to_verify"] == 3
+    assert police["conflicts_open"] == 2, "the one with a verdict is closed; a refused verdict closes nothing"
+    assert police["oldest_open_conflict_seconds"] == pytest.approx(END.timestamp() - (T - 3600))
+    assert department(assessment, "civil_affairs")["conflicts_open"] == 0
 
 
 def test_objections_are_counted_against_their_owner_with_the_median_time_to_answer(assessment) -> None:
     police = department(assessment, "public_security")
-    assert police["conflicts_to_verify"] == 1
     assert (police["objections_received"], police["objections_answered"]) == (3, 2)
     assert police["median_answer_seconds"] == pytest.approx(1200)
     assert department(assessment, "tax")["median_answer_seconds"] is None

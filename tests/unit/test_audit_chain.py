@@ -204,3 +204,49 @@ def test_any_single_alteration_removal_or_swap_is_found_where_it_happened(length
         expected = (at, "out_of_order")
     found = verify(records).first_break
     assert (found.position, found.kind) == expected
+
+
+# --- anchoring: a re-hashed tail verifies on its own, never against the heads ----------------
+def rehashed_tail(records: list[bytes], start: int, **changes: object) -> list[bytes]:
+    """Records from `start` on altered and hashed again, each linked to the one before: what a
+    writer who can re-hash produces. The chain alone still verifies."""
+    writer = AuditChain("population/0", decode(records[start - 1])["hash"])
+    tail = []
+    for value in records[start:]:
+        record = {key: item for key, item in decode(value).items() if key not in ("hash", "previous", "chain")}
+        record.update(changes)
+        record["delivered_at"] = datetime.fromisoformat(record["delivered_at"].replace("Z", "+00:00"))
+        record.pop("format")
+        tail.append(encode(writer.append(**record)))
+    return records[:start] + tail
+
+
+def test_a_rehashed_tail_passes_the_chain_alone_but_not_the_stored_head() -> None:
+    records = chain_of(8)
+    forged = rehashed_tail(records, 5, entity_id="someone else")
+    assert verify(forged).ok, "the chain alone cannot tell"
+    head = decode(records[-1])["hash"]
+    result = audit.verify_anchored(forged, audit.stored_anchors({"population/0": head}))
+    assert not result.ok and result.first_break.kind == "unanchored" and result.first_break.chain == "population/0"
+    assert f"no longer holds the record {head[:12]}… that audit.heads vouches for" in result.first_break.message
+    assert audit.verify_anchored(records, audit.stored_anchors({"population/0": head})).ok
+
+
+def test_governances_published_head_catches_a_tail_rehashed_with_audit_heads_rewritten_too() -> None:
+    records = chain_of(8)
+    published = audit.published_anchors([audit.publication({"population/0": decode(records[5])["hash"]},
+                                                           START, "governance")])
+    forged = rehashed_tail(records, 3, op="DELETE")
+    forged_head = {"population/0": decode(forged[-1])["hash"]}  # the writer rewrote audit.heads as well
+    result = audit.verify_anchored(forged, audit.stored_anchors(forged_head) + published, forged_head)
+    assert not result.ok and "the head governance published at 2025-03-01T08:00:00.000Z" in result.first_break.message
+    assert audit.verify_anchored(records, published).ok, "an honest chain still holds it"
+
+
+def test_a_record_appended_after_the_stored_head_is_caught_at_its_position() -> None:
+    records = chain_of(6)
+    head = decode(records[-1])["hash"]
+    appended = records + [encode(AuditChain("population/0", head).append(**delivery(6)))]
+    assert verify(appended).ok
+    result = audit.verify_anchored(appended, audit.stored_anchors({"population/0": head}), {"population/0": head})
+    assert not result.ok and result.first_break.position == 6 and "appended by someone else" in result.first_break.message

@@ -145,3 +145,41 @@ def test_an_idle_partition_forgets_its_backfills_versions_once_the_router_is_pas
     assert partitions._covered[2], "remembered while live changes below the shared end may come"
     partitions.settle_owned(loop, {2: 10})
     assert partitions._covered[2] == {}, "no change of the partition came since: the memory is freed all the same"
+
+
+def test_a_backfill_delivery_is_a_cloudevent_a_standard_reader_accepts() -> None:
+    from cloudevents.v1.kafka import KafkaMessage, from_binary
+
+    from govbus import compact_json
+    from govbus.bench import workload
+    from govbus.bench.subscriptions import approved_in_memory
+    from govbus.processors.backfill import Backfill
+    from govbus.processors.gate import GateLogic
+    from govbus.processors.golden import GoldenFormat
+    from govbus.processors.projection import Projector
+    from govbus.processors.router import RouterLogic, shared_change
+    from govbus.schemas.codec import default_codec
+    from govbus.settings import Settings
+    from govbus.topics.catalog import load_catalog
+    from govbus.topics.names import TopicNames
+
+    settings = Settings(topic_prefix="t.", security_protocol="PLAINTEXT")
+    catalog, codec, names = load_catalog(settings.catalog_dir), default_codec(), TopicNames("t.")
+    (key, value, headers), = workload.encoded(workload.population_changes(1, seed=4), settings.key_secret.encode())
+    gate = GateLogic("population", catalog, codec, names)
+    golden = gate.handle(names.ingest("population", workload.SOURCE), 0, 0, key, value, headers, None).golden
+    golden_format = GoldenFormat(codec.registry.policy("population"))
+    [subscription] = approved_in_memory(catalog, codec.registry, ("hr_social_security",))
+    projector = Projector.for_subscription(subscription, codec.registry, settings.key_secret.encode())
+    router = RouterLogic("population", settings, codec, SimpleNamespace(projectors=lambda library: (projector,)))
+    snapshot = Backfill(router, settings, golden_format)._snapshot(golden_format.load(compact_json.loads(golden)))
+    delivery, _ = router.deliver(projector, shared_change(snapshot, backfill=True), snapshot,
+                                 router.snapshot_headers(snapshot), APPROVED)
+    found = dict(delivery.headers)
+    event = from_binary(KafkaMessage(headers=found, key=delivery.key, value=delivery.value),
+                        data_unmarshaller=lambda data: data)
+    assert found["govbus_backfill"] == b"true" and event["id"] == snapshot["event_id"]
+    assert (event["source"], event["type"]) == ("urn:govbus:department:govbus:system:govbus-router",
+                                                "cn.gov.govbus.population.change.v1")
+    assert event["subject"] == delivery.key.decode() and event["dataschema"] == "urn:govbus:schema:population:v2"
+    assert [name for name, _ in delivery.headers].count("ce_subject") == 1

@@ -116,3 +116,29 @@ def test_replication_is_capped_to_the_brokers_and_min_isr_follows() -> None:
     assert {spec.config["min.insync.replicas"] for spec in one} == {"1"}
     assert {spec.replication_factor for spec in three} == {3}
     assert {spec.config["min.insync.replicas"] for spec in three} == {"2"}
+
+
+def test_dead_letters_are_kept_90_days_by_default_and_their_replay_marks_longer() -> None:
+    specs = {spec.name: spec for spec in fit_to_cluster(load_catalog(CATALOG).topic_specs(TopicNames()), 1, 2)}
+    ninety_days = str(90 * 86400 * 1000)
+    assert {specs[f"dlq.{library}"].config["retention.ms"] for library in ("population", "credit")} == {ninety_days}
+    marks = int(specs["dlq.population.replayed"].config["retention.ms"])
+    assert marks > int(ninety_days), "a mark gone before its dead letter would let the letter be sent again"
+
+
+def test_a_library_file_sets_its_own_dead_letter_retention_and_it_reaches_the_dlq_topic(catalog_copy: Path) -> None:
+    path = catalog_copy / "credit.yaml"
+    path.write_text(path.read_text() + "dead_letters: {retention: 30d}\n")
+    (catalog_copy / "bus.yaml").write_text((catalog_copy / "bus.yaml").read_text().replace(
+        "  retention: 90d", "  retention: forever"))
+    specs = {spec.name: spec for spec in load_catalog(catalog_copy).topic_specs(TopicNames("p."))}
+    assert specs["p.dlq.credit"].config["retention.ms"] == str(30 * 86400 * 1000)
+    assert specs["p.dlq.population"].config["retention.ms"] == "-1"
+    assert specs["p.dlq.population.replayed"].config["retention.ms"] == "-1"
+
+
+def test_dead_letter_retention_has_one_home_and_retention_ms_in_the_dlq_config_is_refused(catalog_copy: Path) -> None:
+    path = catalog_copy / "credit.yaml"
+    path.write_text(path.read_text() + "topics: {dlq: {config: {retention.ms: -1}}}\n")
+    with pytest.raises(CatalogError, match=r"credit\.yaml: .*dead_letters: \{retention"):
+        load_catalog(catalog_copy)

@@ -25,7 +25,7 @@ from govbus.broker.runtime import kafka_version
 from govbus.settings import PROJECT_ROOT, Settings
 
 DOCKER = PROJECT_ROOT / "docker"
-PROCESSOR_SERVICES = ("gate", "router", "freshness")
+PROCESSOR_SERVICES = ("gate", "router", "freshness", "authority")
 
 
 @pytest.fixture(scope="module")
@@ -125,10 +125,11 @@ def test_clients_must_authenticate_and_only_the_internal_network_reaches_the_pla
 
 
 def test_long_running_govbus_services_log_in_as_their_own_principal(compose) -> None:
-    from govbus.security.credentials import PROCESSORS
+    from govbus.security.credentials import AUTHORITY, GOVERNANCE, PROCESSORS
 
     services = compose["services"]
-    expected = {**{name: PROCESSORS for name in PROCESSOR_SERVICES}, "subscriber": "civil_affairs"}
+    expected = {**{name: PROCESSORS for name in PROCESSOR_SERVICES}, "authority": AUTHORITY,
+                "subscriber": "civil_affairs", "console": GOVERNANCE}
     for name, principal in expected.items():
         env = services[name]["environment"]
         assert env["GOVBUS_SECURITY_PROTOCOL"] == "SASL_PLAINTEXT" and env["GOVBUS_SASL_USERNAME"] == principal, name

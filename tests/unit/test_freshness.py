@@ -13,11 +13,12 @@ from govbus.producers.generate import generate
 from govbus.producers.records import to_event
 from govbus.schemas.codec import default_codec
 from govbus.schemas.framing import (ACCEPTED_AT, BACKFILL, LATE, ROUTED_AT, SOURCE_DEPARTMENT, cloudevent_headers,
-                                    header_map, heartbeat_headers, is_heartbeat)
+                                    entity_key, header_map, heartbeat_headers, heartbeat_key, is_heartbeat)
 from govbus.topics.names import TopicNames
 
 T0 = 1_700_000_000.0
 NAMES = TopicNames("p.")
+SECRET = b"test-secret"
 DAY = 86_400
 
 
@@ -82,10 +83,10 @@ def test_snapshots_and_history_older_than_the_window_are_not_measured(monitor) -
 
 def test_the_gate_marks_a_change_older_than_the_sla_late(catalog) -> None:
     codec = default_codec()
-    gate = GateLogic("population", catalog, codec, NAMES)
+    gate = GateLogic("population", catalog, codec, NAMES, secret=SECRET)
     record = next(generate("population", 1, seed=3, department="public_security"))
     event = to_event("population", "public_security", record, "test")
-    key, value = b"k", codec.encode("population", event)
+    key, value = entity_key(SECRET, "population", event["entity_id"]), codec.encode("population", event)
     headers = cloudevent_headers(event, "population", 1, key)
     topic = NAMES.ingest("population", "public_security")
     recorded = event["recorded_at"].timestamp()
@@ -97,10 +98,11 @@ def test_the_gate_marks_a_change_older_than_the_sla_late(catalog) -> None:
 
 
 def test_the_gate_skips_heartbeats(catalog) -> None:
-    gate = GateLogic("population", catalog, default_codec(), NAMES)
+    gate = GateLogic("population", catalog, default_codec(), NAMES, secret=SECRET)
     headers = heartbeat_headers("civil_affairs", "hukou")
     assert is_heartbeat(headers)
-    step = gate.handle(NAMES.ingest("population", "civil_affairs"), 0, 0, b"k", b"", headers, None)
+    step = gate.handle(NAMES.ingest("population", "civil_affairs"), 0, 0, heartbeat_key("civil_affairs"), b"",
+                       headers, None)
     assert (step.status, step.outputs) == ("heartbeat", [])
 
 
@@ -121,6 +123,15 @@ def test_a_source_silent_past_its_cadence_raises_one_alert_and_recovers_when_see
     (recovery,) = monitor.seen("population", "public_security", T0 + cadence + 60, T0 + cadence + 60)
     assert (recovery["kind"], recovery["state"], recovery["episode"]) == ("source_silent", "recovery", alerts[0]["episode"])
     assert monitor.seen("population", "public_security", T0 + cadence + 61, T0 + cadence + 61) == []
+
+
+def test_a_message_stamped_in_the_future_does_not_keep_a_silent_source_alive(monitor, catalog) -> None:
+    cadence = catalog.library("population").sources["public_security"].cadence.total_seconds()
+    monitor.seen("population", "public_security", T0 + 10 * 365 * 86400, T0 + 1)  # one message "from 2036"
+
+    alerts = [a for a in monitor.check(T0 + 1 + cadence + 1) if a["library"] == "population"
+              and a["department"] == "public_security"]
+    assert [(a["kind"], a["state"]) for a in alerts] == [("source_silent", "alert")]
 
 
 def test_heartbeats_keep_a_source_alive(monitor, catalog) -> None:

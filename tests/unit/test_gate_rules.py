@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from govbus.processors.decide import Outcome, Reason, Status, decide
+from govbus.processors.decide import CORRECTIONS_SYSTEM, Outcome, Reason, Status, decide
 from govbus.processors.golden import Golden, GoldenFormat
 from govbus.schemas.registry import default_registry
 
@@ -291,3 +291,24 @@ def test_redelivering_every_event_changes_neither_the_record_nor_the_versions(st
         assert outcome.status in (Status.STALE, Status.REDELIVERED)
         assert outcome.shared_change is None or published[outcome.shared_change["version"]] == outcome.shared_change
     assert (again[-1].golden if again else None) == (once[-1].golden if once else None)
+
+
+def test_a_correction_and_the_owners_next_real_change_are_both_applied() -> None:
+    correction = {**event("civil_affairs", 1, marital_status="divorced"), "sequence": 1_733_000_000_000_000,
+                  "source_system": CORRECTIONS_SYSTEM, "event_id": "correction-1"}
+    first, corrected, following = run(event("civil_affairs", 1, marital_status="married"), correction,
+                                      event("civil_affairs", 2, marital_status="remarried"))
+    assert [o.status for o in (first, corrected, following)] == [Status.APPLIED] * 3
+    assert following.golden.values["marital_status"] == "remarried"
+    assert following.golden.marks["civil_affairs"].sequence == 2, "the source's own numbering is untouched"
+    assert following.golden.marks["civil_affairs/corrections"].event_id == "correction-1"
+    assert following.golden.version == 3
+
+
+def test_corrections_keep_their_own_order_and_a_late_older_correction_is_stale() -> None:
+    def correction(sequence: int, value: str) -> dict:
+        return {**event("civil_affairs", sequence, marital_status=value), "source_system": CORRECTIONS_SYSTEM,
+                "event_id": f"correction-{sequence}"}
+    newer, older = run(correction(20, "divorced"), correction(10, "married"))
+    assert (newer.status, older.status) == (Status.APPLIED, Status.STALE)
+    assert older.golden.values["marital_status"] == "divorced"

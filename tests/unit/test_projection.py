@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 from datetime import date, datetime, timedelta, timezone
-from types import SimpleNamespace
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from govbus.processors.masking import MASKS, MaskError, mask, require_known_masks, unknown_masks
+from govbus.schemas.masks import MASKS, MaskError, mask
 from govbus.processors.projection import ProjectionError, Projector
 from govbus.processors.subscriptions import BUS, Subscription, Transition
-from govbus.schemas.registry import PURPOSES, FieldPolicy, default_registry
+from govbus.schemas.registry import (SCHEMA_DIRECTORY, FieldPolicy, SchemaError, SchemaRegistry, catalog_purposes,
+                                     default_registry)
+from govbus.settings import get_settings
+from govbus.topics.catalog import load_catalog
 
 NOW = datetime(2025, 3, 1, tzinfo=timezone.utc)
 KEY = b"k" * 32
 REGISTRY = default_registry()
+PURPOSES = catalog_purposes()
 CANARY = "CANARY-not-shared-7f3a"
 
 
@@ -154,6 +160,24 @@ def test_a_row_filter_selects_by_prefix_on_the_current_image() -> None:
     assert chosen.project(change("DELETE", [], data={}), NOW) == (None, ())  # no image: cannot match
 
 
+def test_a_change_that_takes_the_row_out_of_the_filter_is_a_delete_for_that_subscription() -> None:
+    chosen = projector(("name",), filters=("household_region=6101..",))
+    moved = change(fields_set=["household_region"], data=person(household_region="310104"),
+                   before={"household_region": "610102"})
+    delivered, masked = chosen.project(moved, NOW)
+    assert delivered is not None and (delivered["op"], delivered["data"], delivered["fields_set"]) == ("DELETE", None, [])
+    assert delivered["entity_id"] == "610102199001011234" and masked == ()
+
+
+def test_a_change_outside_the_filter_before_and_after_is_not_delivered_at_all() -> None:
+    """Not even as a DELETE: the subscriber would learn that the entity exists."""
+    chosen = projector(("name",), filters=("household_region=6101..",))
+    elsewhere = change(fields_set=["household_region"], data=person(household_region="310104"),
+                       before={"household_region": "320102"})
+    assert chosen.project(elsewhere, NOW) == (None, ())
+    assert chosen.project({**elsewhere, "before": None}, NOW) == (None, ()), "no previous values: nothing to tell"
+
+
 def test_a_filter_on_a_field_the_subscriber_may_not_see_disables_the_projection() -> None:
     chosen = projector(("name",), filters=("biometric_digest=CANARY..",))
     assert chosen.project(change(), NOW) == (None, ())
@@ -191,19 +215,50 @@ def test_each_mask_hides_what_it_says(rule: str, value: object, masked: object) 
     assert mask(rule)(value) == masked
 
 
-def test_every_mask_the_schemas_name_is_defined() -> None:
-    assert unknown_masks(REGISTRY) == []
-    require_known_masks(REGISTRY)
+def test_every_mask_the_schemas_name_is_one_the_router_applies() -> None:
+    named = {policy.mask for library in REGISTRY.libraries() for version in REGISTRY.versions(library)
+             for policy in REGISTRY.policy(library, version).values() if policy.mask}
+    assert named and named <= set(MASKS)
 
 
-def test_a_schema_naming_an_unknown_mask_is_caught_at_start_up() -> None:
-    bad = FieldPolicy("name", "string", "unconditional", "public_security", "personal",
-                      mask="scramble", mask_all=True)
-    registry = SimpleNamespace(libraries=lambda: ("population",), versions=lambda library: (9,),
-                               policy=lambda library, version: {"name": bad})
-    assert unknown_masks(registry) == [
-        f"population v9 field name: mask 'scramble' is not defined (known: {', '.join(sorted(MASKS))})"]
-    with pytest.raises(MaskError, match="scramble"):
-        require_known_masks(registry)
-    with pytest.raises(MaskError, match="unknown mask rule 'scramble'"):
+def test_an_unknown_mask_rule_is_refused_with_the_known_ones() -> None:
+    with pytest.raises(MaskError, match="unknown mask rule 'scramble'; known: address"):
         mask("scramble")
+
+
+def _schemas_with_name_masked(directory: Path, rule: str) -> Path:
+    """A copy of the packaged schemas whose population versions mask `name` with `rule` for
+    every purpose (in every version alike: a change between versions would need a review)."""
+    shutil.copytree(SCHEMA_DIRECTORY, directory, ignore=shutil.ignore_patterns("*.py", "__pycache__", "*.csv"))
+    for path in (directory / "population").glob("v*.avsc"):
+        schema = json.loads(path.read_text("utf-8"))
+        for field in schema["fields"][0]["type"]["fields"]:
+            if field["name"] == "name":
+                field.update(mask=rule, mask_for="all")
+        path.write_text(json.dumps(schema, ensure_ascii=False), "utf-8")
+    return directory
+
+
+def test_one_mask_table_drives_both_schema_validation_and_routing(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    phone = SchemaRegistry(_schemas_with_name_masked(tmp_path / "phone", "phone"))  # refused before: the router's only
+    delivered, masked = Projector.for_subscription(subscription(("name",)), phone, KEY).project(change(), NOW)
+    assert masked == ("name",) and delivered["data"]["name"] == MASKS["phone"]("欧阳娜娜")
+    monkeypatch.setitem(MASKS, "initial_only", lambda value: value[:1])  # a rule added to the one table …
+    added = SchemaRegistry(_schemas_with_name_masked(tmp_path / "added", "initial_only"))  # … is a name schemas may give
+    delivered, _ = Projector.for_subscription(subscription(("name",)), added, KEY).project(change(), NOW)
+    assert delivered["data"]["name"] == "欧"  # … and the rule the router applies
+    monkeypatch.delitem(MASKS, "initial_only")
+    with pytest.raises(SchemaError, match="field name: mask 'initial_only' is not defined in schemas/masks.py"):
+        SchemaRegistry(tmp_path / "added")
+
+
+def test_the_purposes_a_mask_may_name_are_the_catalogs(tmp_path: Path) -> None:
+    assert PURPOSES == tuple(load_catalog(get_settings().catalog_dir).purposes)
+    directory = _schemas_with_name_masked(tmp_path / "schemas", "name")
+    for path in (directory / "population").glob("v*.avsc"):
+        path.write_text(path.read_text("utf-8").replace('"mask_for": "all"', '"mask_for": ["tax_audit"]'), "utf-8")
+    with pytest.raises(SchemaError, match="field name: mask_for must be \"all\" or a list of purposes from "
+                                          "administrative_basis, data_verification, work_reference"):
+        SchemaRegistry(directory)
+    assert SchemaRegistry(directory, purposes=[*PURPOSES, "tax_audit"]).policy("population")["name"].mask_for == {"tax_audit"}

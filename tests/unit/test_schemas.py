@@ -146,8 +146,60 @@ def test_packaged_versions_are_compatible_both_ways() -> None:
     assert check_all() == []
 
 
-def test_incompatible_evolution_is_reported_with_the_breaking_field(schema_copy: Path) -> None:
+def test_a_version_incompatible_with_its_predecessor_is_refused_at_load_naming_the_field(schema_copy: Path) -> None:
     edit_field(schema_copy, "population", 2, "household_address", type=["null", "long"])
-    problems = check_all(SchemaRegistry(schema_copy))
+    with pytest.raises(SchemaError) as refused:
+        SchemaRegistry(schema_copy)
+    problems = str(refused.value).splitlines()
     assert len(problems) == 2  # v2 cannot read v1, and v1 cannot read v2
-    assert all("household_address" in problem for problem in problems)
+    assert all("field data.household_address" in problem for problem in problems)
+
+
+FLIP = {"change": "sharing", "from": "not_shared", "to": "unconditional", "by": "data_bureau",
+        "note": "catalogue revision 2026-12, item 14"}
+
+
+def test_a_version_that_flips_a_fields_sharing_class_is_refused_with_the_field_named(schema_copy: Path) -> None:
+    path = edit_field(schema_copy, "population", 2, "biometric_digest", sharing="unconditional")
+    with pytest.raises(SchemaError, match=f"{path}: field biometric_digest: sharing changes from \"not_shared\" in v1 "
+                                          "to \"unconditional\" in v2 without a reviewed marker"):
+        SchemaRegistry(schema_copy)
+
+
+def test_a_reviewed_marker_naming_the_exact_change_lets_it_load(schema_copy: Path) -> None:
+    edit_field(schema_copy, "population", 2, "biometric_digest", sharing="unconditional", reviewed_changes=[FLIP])
+    assert SchemaRegistry(schema_copy).policy("population")["biometric_digest"].sharing == "unconditional"
+    edit_field(schema_copy, "population", 2, "biometric_digest", reviewed_changes=[{**FLIP, "from": "conditional"}])
+    with pytest.raises(SchemaError, match="field biometric_digest: sharing changes"):
+        SchemaRegistry(schema_copy)  # a marker for another change does not cover this one
+
+
+def test_changing_an_authority_or_a_mask_needs_a_reviewed_marker_too(schema_copy: Path) -> None:
+    edit_field(schema_copy, "population", 2, "marital_status", authority="public_security")
+    edit_field(schema_copy, "population", 2, "name", mask_for="all")
+    with pytest.raises(SchemaError) as refused:
+        SchemaRegistry(schema_copy)
+    problems = str(refused.value).splitlines()
+    assert len(problems) == 2
+    assert "field marital_status: authority changes from \"civil_affairs\" in v1 to \"public_security\"" in problems[1]
+    assert ('field name: mask changes from {"mask": "name", "mask_for": ["work_reference"]} in v1 to '
+            '{"mask": "name", "mask_for": "all"} in v2') in problems[0]
+
+
+def test_a_malformed_reviewed_marker_is_refused(schema_copy: Path) -> None:
+    edit_field(schema_copy, "population", 2, "biometric_digest", reviewed_changes=[{**FLIP, "by": ""}])
+    with pytest.raises(SchemaError, match='field biometric_digest: reviewed_changes: "by"'):
+        SchemaRegistry(schema_copy)
+
+
+def test_schemas_check_says_which_field_changed_and_why(schema_copy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from govbus.schemas import commands
+
+    edit_field(schema_copy, "population", 2, "biometric_digest", sharing="unconditional")
+    monkeypatch.setattr(commands, "default_registry", lambda: SchemaRegistry(schema_copy))
+    outcome = CliRunner().invoke(commands.schemas, ["check"])
+    assert outcome.exit_code == 1
+    assert "field biometric_digest: sharing changes from \"not_shared\" in v1 to \"unconditional\"" in outcome.output
+    assert '"reviewed_changes": [{"change": "sharing", "from": "not_shared", "to": "unconditional"' in outcome.output

@@ -34,13 +34,6 @@ def without_applied_at(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{key: value for key, value in row.items() if key != "applied_at"} for row in rows]
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path}/store.db"
-    return pg.fresh_database(request.getfixturevalue("postgres_dsn"))
-
-
 @pytest.fixture
 def store(store_url: str) -> Iterator[Store]:
     with open_store(store_url) as opened:
@@ -298,3 +291,34 @@ def test_a_delivery_without_op_or_fields_is_refused(store: Store) -> None:
         store.apply(LIBRARY, [{**delivery("a", 1, name="x"), "op": "MERGE"}])
     with pytest.raises(StoreError, match="the list of its fields"):
         store.apply(LIBRARY, [{key: value for key, value in delivery("a", 1, name="x").items() if key != "fields"}])
+
+
+def test_two_subscriptions_of_one_library_keep_a_row_each_with_its_purpose(store: Store) -> None:
+    reference = {**delivery("a", 5, name="Li Lei"), "subscription": "sub-names", "purpose": "work_reference"}
+    basis = {**delivery("a", 5, household_size=3), "subscription": "sub-households", "purpose": "administrative_basis"}
+    result = store.apply(LIBRARY, [reference, basis])
+    assert (result.upserted, result.ignored) == (2, 0), "the same version under another subscription is not a duplicate"
+    names, households = (store.get(LIBRARY, "a", subscription) for subscription in ("sub-names", "sub-households"))
+    assert (names["name"], names["household_size"], names["purpose"]) == ("Li Lei", None, "work_reference")
+    assert (households["name"], households["household_size"]) == (None, 3)
+    with pytest.raises(StoreError, match="several subscriptions .*sub-households, sub-names"):
+        store.get(LIBRARY, "a")
+    assert [row["subscription_id"] for row in store.rows(LIBRARY)] == ["sub-households", "sub-names"]
+    assert store.count(LIBRARY, "sub-names") == 1 and store.count(LIBRARY) == 2
+    assert store.subscriptions() == {
+        "sub-names": {"library": LIBRARY, "purpose": "work_reference", "fields": ["name"]},
+        "sub-households": {"library": LIBRARY, "purpose": "administrative_basis", "fields": ["household_size"]}}
+    store.apply(LIBRARY, [{**delivery("a", 6, "DELETE"), "subscription": "sub-names"}])
+    assert store.get(LIBRARY, "a") == households, "a delete under one subscription leaves the other's row"
+
+
+def test_a_table_made_with_one_row_per_entity_is_refused_with_what_to_do(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    with open_store(f"sqlite:///{path}") as opened:
+        opened.ensure_table(LIBRARY, COLUMNS)
+    with sqlite3.connect(path) as connection:  # what an older govbus recorded: no subscription column
+        connection.execute("DELETE FROM govbus_columns WHERE name IN ('subscription_id', 'purpose')")
+    with open_store(f"sqlite:///{path}") as reopened, pytest.raises(StoreError, match="older govbus.*replay"):
+        reopened.ensure_table(LIBRARY, COLUMNS)

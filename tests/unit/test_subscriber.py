@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from datetime import date, datetime, timedelta, timezone
-from types import SimpleNamespace
+import json
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from kafka import TopicPartition
 
-from govbus.consumers.deliveries import ReplayError, parse_replay, table_columns, to_delivery
-from govbus.consumers.progress import Progress
+from govbus.consumers.deliveries import Received, ReplayError, parse_replay, received, table_columns, to_delivery
+from govbus.consumers.progress import Partition, Progress
+from govbus.consumers.rejected import RejectedLog
 from govbus.consumers.stores import open_store
 from govbus.consumers.tables import Tables
 from govbus.schemas.codec import default_codec
@@ -101,6 +102,63 @@ def test_table_columns_are_typed_and_leave_out_the_not_shared() -> None:
     assert (columns["date_of_birth"], columns["former_names"], columns["name"]) == ("date", "json", "text")
 
 
+# -- a message as read: librdkafka's accessors asked once, headers and time decoded once ------
+class LibrdkafkaMessage:
+    """Stands in for a confluent-kafka `Message`: methods, headers a list or None, (type, ms) times."""
+
+    def __init__(self, headers: list[tuple[str, bytes]] | None, timestamp: tuple[int, int]) -> None:
+        self._headers, self._timestamp = headers, timestamp
+
+    def topic(self) -> str:
+        return A.topic
+
+    def partition(self) -> int:
+        return 1
+
+    def offset(self) -> int:
+        return 41
+
+    def key(self) -> bytes:
+        return b"k"
+
+    def value(self) -> bytes:
+        return b"v"
+
+    def headers(self) -> list[tuple[str, bytes]] | None:
+        return self._headers
+
+    def timestamp(self) -> tuple[int, int]:
+        return self._timestamp
+
+
+def test_a_message_is_read_once_with_its_headers_and_time() -> None:
+    later = T0 + timedelta(seconds=3)
+    message = received(LibrdkafkaMessage(list(headers(routed=later).items()), (1, int(T0.timestamp() * 1000))))
+    assert (message.topic, message.partition, message.offset, message.key, message.value) == (A.topic, 1, 41, b"k", b"v")
+    assert message.headers == headers(routed=later) and message.time == T0 and message.routed_at == later
+    assert to_delivery(delivered(name="x"), message.headers, message.time)["delivered_at"] == later
+
+
+def test_a_message_without_headers_or_time_is_dated_by_what_there_is() -> None:
+    bare = received(LibrdkafkaMessage(None, (0, -1)))  # TIMESTAMP_NOT_AVAILABLE
+    assert (bare.headers, bare.time, bare.routed_at) == ({}, None, None)
+    stamped = received(LibrdkafkaMessage(None, (2, int(T0.timestamp() * 1000))))  # LOG_APPEND_TIME
+    assert stamped.routed_at == T0
+
+
+def test_a_rejected_message_is_kept_with_its_bytes_and_headers(tmp_path) -> None:
+    log = RejectedLog(tmp_path / "rejected.jsonl")
+    log.add(Received(A.topic, 1, 41, b"k", b"\x00garbled", {SUBSCRIPTION: b"sub-9", MASKED: None}, T0), "population", "why")
+    log.close()
+    (entry,) = [json.loads(line) for line in (tmp_path / "rejected.jsonl").read_text().splitlines()]
+    assert (entry["topic"], entry["partition"], entry["offset"], entry["key"]) == (A.topic, 1, 41, "k")
+    assert entry["headers"] == {SUBSCRIPTION: "sub-9", MASKED: ""} and entry["value_base64"] == "AGdhcmJsZWQ="
+
+
+def test_a_partition_is_the_stores_position_key() -> None:
+    assert Partition(A.topic, 0) == (A.topic, 0) == A and {(A.topic, 0): 5}[Partition(A.topic, 0)] == 5
+
+
 # -- replay ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("text", ["beginning", "Beginning", "earliest"])
 def test_replay_from_the_beginning(text: str) -> None:
@@ -172,8 +230,8 @@ def test_an_empty_partition_counts_as_complete_once_its_end_is_seen() -> None:
 
 
 # -- tables: typed columns that follow the schema; one bad value does not block a batch ----
-def message(offset: int) -> SimpleNamespace:
-    return SimpleNamespace(topic=A.topic, partition=0, offset=offset, key=b"k", value=b"v", headers=[])
+def message(offset: int) -> Received:
+    return Received(A.topic, 0, offset, b"k", b"v", {}, T0)
 
 
 def store_delivery(entity_id: str, version: int, **data: object) -> dict:

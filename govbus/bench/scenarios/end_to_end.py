@@ -17,18 +17,19 @@ from typing import Any
 from govbus.bench import workload
 from govbus.bench.context import Context
 from govbus.bench.harness import BenchError, freshness, publish_all, shared_pipeline
-from govbus.bench.measure import per_thousand, percentiles, rounded
+from govbus.bench.measure import events_per_batch, per_thousand, percentiles, rounded
 
 
 def run(context: Context) -> dict[str, Any]:
     pipeline = shared_pipeline(context)
     count = context.sizes.events
     records = workload.population_changes(count, seed=21)
-    before = pipeline.applied_counts()
+    before, batches_before = pipeline.applied_counts(), pipeline.batch_counts()
     watch = pipeline.watch().start()
     published, first, acknowledged = publish_all(pipeline, records)
     finished = pipeline.wait_applied({d: before[d] + count for d in before}, timeout=max(180.0, count / 50))
     processes = watch.stop()
+    batches = events_per_batch(batches_before, pipeline.batch_counts())
     applied = pipeline.applied()
     delays, missing = freshness(published, applied)
     if not finished or any(missing.values()):
@@ -43,6 +44,7 @@ def run(context: Context) -> dict[str, Any]:
         "cpu_seconds_per_1000_events": per_thousand(processes, count),
         "cpu_seconds": {**cpu, "total": sum(cpu.values())},
         "peak_rss_mib": {name: entry["peak_rss_mib"] for name, entry in processes.items()},
+        "events_per_batch": batches,
         "queueing_delay_s": percentiles(delays), "hops": pipeline.hops(published),
         "load_average_after": list(os.getloadavg()),
     })

@@ -40,7 +40,8 @@ def run(context: Context, profile: bool = True) -> dict[str, Any]:
     topic = names.ingest(workload.LIBRARY, workload.SOURCE)
 
     def gate_pass() -> list[Any]:
-        gate, table, shared = GateLogic(workload.LIBRARY, catalog, codec, names), {}, []
+        gate, table, shared = GateLogic(workload.LIBRARY, catalog, codec, names,
+                                              secret=settings.key_secret.encode()), {}, []
         for offset, (key, value, headers) in enumerate(messages):
             step = gate.handle(topic, hash(key) % PARTITIONS, offset, key, value, headers, table.get(key))
             if step.golden is not None:

@@ -19,7 +19,7 @@ from govbus.bench import follower, workload
 from govbus.bench.context import Context
 from govbus.bench.harness import BenchError, Pipeline
 from govbus.bench.measure import per_thousand, rounded
-from govbus.bench.subscriptions import OWNER, requests
+from govbus.bench.subscriptions import requests
 
 DEPARTMENT = "hr_social_security"
 NEWCOMER = "health"  # approved after the load: its store is filled by the backfill
@@ -28,7 +28,7 @@ NEWCOMER = "health"  # approved after the load: its store is filled by the backf
 def run(context: Context) -> dict[str, Any]:
     count = context.sizes.snapshot
     pipeline = Pipeline(context.admin_settings("initial"), context.passwords(), context.work / "initial",
-                        departments=(DEPARTMENT,))
+                        departments=(DEPARTMENT,), broker_pids=context.broker_pids())
     context.cleanups.append(pipeline.stop)
     pipeline.start()
     result = _snapshot(pipeline, count)
@@ -66,8 +66,8 @@ def _backfill(pipeline: Pipeline, count: int) -> dict[str, Any]:
     [request] = requests((NEWCOMER,))
     approved_at = time.time()
     subscription = control.request(pipeline.settings, request)
-    if subscription.state == "requested":
-        subscription = control.approve(pipeline.settings, subscription.id, OWNER)
+    for authority in subscription.awaiting:  # each conditional field's authority approves (issue 16)
+        subscription = control.approve(pipeline.settings, subscription.id, authority)
     if subscription.state != "approved":
         raise BenchError(f"the backfill's subscription was {subscription.state}: {subscription.decision.reason}")
     pipeline.start_follower(NEWCOMER)

@@ -15,7 +15,7 @@ from typing import Any
 from govbus.bench import workload
 from govbus.bench.context import Context
 from govbus.bench.harness import freshness, publish_all, shared_pipeline
-from govbus.bench.measure import per_thousand, percentiles, rounded
+from govbus.bench.measure import events_per_batch, per_thousand, percentiles, rounded
 
 CATCH_UP_S = 10.0  # after the last publish, a bus that keeps up has applied everything within this
 
@@ -26,13 +26,14 @@ def run(context: Context) -> dict[str, Any]:
     for number, rate in enumerate(context.sizes.rates):
         count = max(1, int(rate * context.sizes.offered_seconds))
         records = workload.population_changes(count, seed=100 + number)
-        before = pipeline.applied_counts()
+        before, batches_before = pipeline.applied_counts(), pipeline.batch_counts()
         watch = pipeline.watch().start()
         published, first, last = publish_all(pipeline, records, rate=rate)
         targets = {department: before[department] + count for department in before}
         kept_up = pipeline.wait_applied(targets, timeout=CATCH_UP_S)
         finished = kept_up or pipeline.wait_applied(targets, timeout=max(60.0, 3 * context.sizes.offered_seconds))
         processes = watch.stop()
+        batches = events_per_batch(batches_before, pipeline.batch_counts())
         delays, missing = freshness(published, pipeline.applied())
         per_department = {}
         applied = pipeline.applied()
@@ -44,7 +45,8 @@ def run(context: Context) -> dict[str, Any]:
             "achieved_publish_events_per_s": count / max(1e-9, last - first),
             "kept_up": kept_up, "finished": finished, "not_applied": missing,
             "freshness_s": percentiles(delays), "freshness_s_by_department": per_department,
-            "hops": pipeline.hops(published),
+            "hops": pipeline.hops(published), "events_per_batch": batches,
+            "batch_seconds": pipeline.batch_timings(),
             "cpu_seconds_per_1000_events": per_thousand(processes, count),
             "peak_rss_mib": {name: entry["peak_rss_mib"] for name, entry in processes.items()},
         })

@@ -34,7 +34,7 @@ from kafka.admin import NewTopic
 from govbus import clients
 from govbus.bench import workload
 from govbus.bench.context import Context
-from govbus.bench.measure import rounded
+from govbus.bench.measure import ProcessWatch, per_thousand, rounded
 from govbus.processes import settings_environment
 from govbus.settings import Settings, get_settings
 
@@ -55,7 +55,7 @@ def run(context: Context) -> dict[str, Any]:
         chosen = messages if client == "confluent-kafka" else messages[:PLAIN_PYTHON_EVENTS]
         work = Path(tempfile.mkdtemp(prefix="govbus-topology-"))
         try:
-            results[client] = _one(settings, client, chosen, work)
+            results[client] = _one(settings, client, chosen, work, context.broker_pids())
         except (RuntimeError, subprocess.TimeoutExpired) as error:  # said in the results; the other client still counts
             results[client] = {"error": f"{type(error).__name__}: {error} (logs in {work})"}
     return rounded({"events": count, "subscribers": SUBSCRIBERS, "partitions": PARTITIONS, **results})
@@ -67,7 +67,7 @@ def _topics(settings: Settings, client: str) -> dict[str, Any]:
             "subscribers": [f"{base}deliver.{n}" for n in range(SUBSCRIBERS)]}
 
 
-def _one(settings: Settings, client: str, messages: list, work: Path) -> dict[str, Any]:
+def _one(settings: Settings, client: str, messages: list, work: Path, broker_pids: list[int]) -> dict[str, Any]:
     topics = _topics(settings, client)
     admin = clients.admin(settings)
     try:
@@ -86,6 +86,9 @@ def _one(settings: Settings, client: str, messages: list, work: Path) -> dict[st
                                         env=environment)
                  for name, arguments in stages.items()}
     time.sleep(3.0)  # every consumer assigned before the first record
+    broker = ProcessWatch()
+    broker.add_broker(broker_pids)
+    broker.start()
     first = time.time()
     _publish(settings, client, topics["ingest"], messages)
     reports = {}
@@ -100,11 +103,10 @@ def _one(settings: Settings, client: str, messages: list, work: Path) -> dict[st
             if process.poll() is None:
                 process.kill()
                 process.wait()
+        broker_cpu = broker.stop()
     last = max(reports[name]["last_applied"] for name in reports if name.startswith("subscriber"))
-    cpu = {name: report["cpu_seconds"] for name, report in reports.items()}
     return {"events": count, "events_per_s": count / (last - first), "seconds": last - first,
-            "cpu_seconds_per_1000_events": {**{name: value * 1000 / count for name, value in cpu.items()},
-                                            "total": sum(cpu.values()) * 1000 / count}}
+            "cpu_seconds_per_1000_events": per_thousand({**reports, **broker_cpu}, count)}
 
 
 def _publish(settings: Settings, client: str, topic: str, messages: list) -> None:
