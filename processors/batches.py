@@ -47,6 +47,7 @@ RECENT_BATCHES = 1_000  # batches whose phase times /health summarises (BatchTim
 MAX_BATCH = 2_000  # events per transaction: large enough to amortise its commit, small enough to stay fresh
 BATCH_WAIT = 0.05  # seconds the consumer waits to fill a batch before handling what it has
 IDLE_EVERY = 1.0  # seconds between a processor's idle work (the router's owed backfills)
+_ABORT_FLUSH_S = 10.0  # how long an abort lets the batch's sends finish before it ends the transaction
 TRANSACTION_TIMEOUT_MS = 20_000  # a killed worker's open transaction is aborted by the broker after this
 MAX_POLL_INTERVAL_MS = 900_000  # a long backfill between two polls must not cost the worker its partitions
 LAG_EVERY = 5.0  # seconds between two updates of the consumer-lag gauge
@@ -289,6 +290,10 @@ class BatchLoop:
                 self._producer.poll(0.05)
 
     def _abort(self) -> None:
+        """Abort the open transaction. Its sends are let finish first (bounded): an EndTxn that
+        overtakes a partition's AddPartitionsToTxn is refused as INVALID_TXN_STATE, which
+        librdkafka makes fatal (confluentinc/librdkafka#4849)."""
+        self._producer.flush(_ABORT_FLUSH_S)
         try:
             self._producer.abort_transaction(60)
         except KafkaException as error:

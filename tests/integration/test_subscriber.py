@@ -114,6 +114,7 @@ def _transaction(producer: Any, topic: str, messages: Iterator[tuple[bytes, byte
     producer.begin_transaction()
     for key, value, headers in messages:
         producer.produce(topic, key=key, value=value, headers=headers)
+    producer.flush(60)  # every partition added to the transaction before it ends (librdkafka #4849)
     end(60)
 
 
