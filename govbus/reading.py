@@ -26,13 +26,16 @@ def read_topic(settings: Settings, topic: str, partitions: Iterable[int] | None 
 
 
 def stream_topic(settings: Settings, topic: str, partitions: Iterable[int] | None = None,
-                 timeout: float | None = None, settle: float = 0.0) -> Iterator[Any]:
+                 timeout: float | None = None, settle: float = 0.0, consumer: Any = None) -> Iterator[Any]:
     """The messages now in `topic`, as they are read (each partition in offset order, the
     partitions interleaved): memory does not grow with the topic. Errors as `read_topic`;
     committed data only (the processors write in transactions). With `settle`, the end is
     taken once no transaction is open in the partitions, waiting up to that many seconds
-    (see `settled_ends`)."""
-    consumer = clients.consumer(settings)
+    (see `settled_ends`). A `consumer` given is used (and left open): a reader of many
+    partitions one after another logs in once."""
+    own = consumer is None
+    if own:
+        consumer = clients.consumer(settings)
     try:
         known = consumer.partitions_for_topic(topic)
         if not known:
@@ -54,7 +57,8 @@ def stream_topic(settings: Settings, topic: str, partitions: Iterable[int] | Non
                     if record.offset < ends[tp]:
                         yield record
     finally:
-        consumer.close()
+        if own:
+            consumer.close()
 
 
 def settled_ends(settings: Settings, consumer: Any, partitions: list[TopicPartition], settle: float) -> dict[Any, int]:

@@ -35,6 +35,10 @@ class FakeBackfill:
                   for n in range(2))
         return delivered, chunks
 
+    @contextmanager
+    def reading(self):
+        yield
+
 
 class FakeLoop:
     """The batched loop's transactions: what each committed one held; `fail_at` aborts one."""
