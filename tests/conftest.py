@@ -39,6 +39,9 @@ def broker() -> Iterator[ProvisionedBroker]:
     try:
         yield provisioned
     finally:
+        if provisioned.cluster is not None:  # the session's own nodes: killed, their data is thrown away
+            for node_id in range(1, len(provisioned.cluster.nodes) + 1):
+                provisioned.cluster.kill(node_id)
         provisioned.close()
 
 
