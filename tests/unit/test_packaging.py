@@ -32,3 +32,20 @@ def test_every_listed_package_folder_exists() -> None:
         folder = ROOT / mapping[top] / Path(*package[len(top):].strip(".").split(".")) if package != top \
             else ROOT / mapping[top]
         assert folder.is_dir(), f"{package} is listed but {folder} does not exist"
+
+
+def test_every_folder_of_a_package_with_files_is_listed_so_setuptools_ships_it_without_a_warning() -> None:
+    """setuptools warns once per folder inside a package that `packages` does not list (it
+    still ships its data); a newcomer's first `./run demo` printed about 170 such lines."""
+    config = _setuptools()
+    unlisted = []
+    for top, folder in config["package-dir"].items():
+        for directory in sorted((ROOT / folder).rglob("*")):
+            if not directory.is_dir() or "__pycache__" in directory.parts or directory.name.endswith(".egg-info"):
+                continue
+            if not any(path.is_file() for path in directory.iterdir()):
+                continue
+            package = ".".join([top, *directory.relative_to(ROOT / folder).parts])
+            if package not in config["packages"]:
+                unlisted.append(package)
+    assert unlisted == [], f"folders missing from [tool.setuptools] packages: {unlisted}"
