@@ -22,8 +22,8 @@ from confluent_kafka import KafkaException, TopicPartition
 
 from govbus import clients
 from govbus.consumers.positions import ASK_TIMEOUT_S
-from govbus.processors import subscriptions as rules
-from govbus.processors.subscriptions import Subscription
+from govbus.processors.governance import subscriptions as rules
+from govbus.processors.governance.subscriptions import Subscription
 from govbus.settings import Settings
 from govbus.topics.names import SUBSCRIPTIONS, TopicNames
 

@@ -8,7 +8,7 @@
    processor does this when it records the objection (it reads ``audit.*`` and has the bus's
    key secret) and gives the real id in the owner's copy only.
 2. The order. A correction is published with source system ``govbus-corrections``, which the
-   gate orders apart from the department's own system (``processors/decide.py ordering``),
+   gate orders apart from the department's own system (``processors/gate/decide.py ordering``),
    numbered by the clock in microseconds (`correction_sequence`). So a correction never takes
    a sequence number the owner's system will send next: the correction applies, and so does
    the owner's next real change; two corrections of one entity apply in the order made.
@@ -26,8 +26,8 @@ import time
 from typing import Any
 
 from govbus.consumers.objections import PSEUDONYM_PREFIX, Objection, ObjectionError
-from govbus.processors import audit
-from govbus.processors.decide import CORRECTIONS_SYSTEM
+from govbus.processors.governance import audit
+from govbus.processors.gate.decide import CORRECTIONS_SYSTEM
 from govbus.reading import read_topic
 from govbus.producers.publisher import Publisher
 from govbus.schemas.registry import FieldPolicy, default_registry

@@ -35,6 +35,8 @@ log did not have yet, with the event as `Store.events` reads it back: a redelive
 replay does not call it again, and a crash between the commit and the call loses the call,
 not the event (reconcile from `Store.events`). ``on_change`` is for record deliveries only.
 A failing callback is logged; it does not stop the subscriber.
+
+Why one module of about 390 lines: the subscriber's read loop, positions and callbacks share one consumer and one store transaction.
 """
 
 from __future__ import annotations

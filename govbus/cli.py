@@ -47,10 +47,10 @@ def _register() -> None:
     from govbus.console.commands import console
     from govbus.consumers.commands import events, objections, subscribe
     from govbus.demo import demo
-    from govbus.processors.assess_command import assess
+    from govbus.processors.governance.assess_command import assess
     from govbus.processors.commands import dlq, processors
-    from govbus.processors.conflict_commands import conflicts
-    from govbus.processors.control_commands import audit_group, subscriptions
+    from govbus.processors.governance.conflict_commands import conflicts
+    from govbus.processors.governance.control_commands import audit_group, subscriptions
     from govbus.producers.commands import generate, publish, rejections
     from govbus.schemas.commands import schemas
     from govbus.security.commands import certs, departments

@@ -12,6 +12,8 @@ admin super user only provisions (topics, principals, ACLs). The demo checks wha
 against the record (who decided each subscription) and each store against the projection of
 the golden records under its subscription (`govbus.entitlement`: every row, field and value),
 and exits non-zero, naming the department, library and first differences, when it does not hold.
+
+Why one module of about 490 lines: the demonstration is one narrated script, read top to bottom.
 """
 
 from __future__ import annotations
@@ -31,9 +33,10 @@ from govbus import clients, entitlement
 from govbus.broker.commands import local_cluster
 from govbus.broker.local import broker_answers
 from govbus.processes import ProcessorProcess
-from govbus.processors import audit, control
-from govbus.processors.control_commands import read_audit, verify_bus
-from govbus.processors.subscriptions import SubscriptionError, SubscriptionRequest
+from govbus.processors.governance import audit
+from govbus.processors.governance import control
+from govbus.processors.governance.control_commands import read_audit, verify_bus
+from govbus.processors.governance.subscriptions import SubscriptionError, SubscriptionRequest
 from govbus.producers.generate import generate
 from govbus.producers.publisher import Publisher
 from govbus.security import credentials, principals
@@ -302,7 +305,7 @@ class Demo:
 
     def verify_conflict(self, recorded: dict) -> None:
         """The authority receives the conflict on a topic only it reads and closes it as itself."""
-        from govbus.processors import conflicts
+        from govbus.processors.governance import conflicts
 
         authority = self.login(recorded["authoritative_department"])
         deadline = time.monotonic() + 60

@@ -29,9 +29,9 @@ from typing import Any
 
 from govbus import compact_json
 from govbus.consumers.stores.types import BOOKKEEPING
-from govbus.processors.golden import Golden, GoldenFormat
-from govbus.processors.projection import Projector
-from govbus.processors.subscriptions import Subscription
+from govbus.processors.gate.golden import Golden, GoldenFormat
+from govbus.processors.router.projection import Projector
+from govbus.processors.governance.subscriptions import Subscription
 from govbus.reading import stream_topic
 from govbus.settings import Settings
 from govbus.topics.names import TopicNames

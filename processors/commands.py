@@ -9,7 +9,7 @@ import urllib.request
 import click
 
 from govbus.errors import GovbusError
-from govbus.processors import replay as replay_plan
+from govbus.processors.governance import replay as replay_plan
 from govbus.settings import get_settings
 from govbus.topics.names import TopicNames
 
@@ -29,7 +29,7 @@ def run_command(names: tuple[str, ...], loglevel: str) -> None:
     Workers started with the same processors share the work through their consumer group;
     start more of them to scale out (up to the number of partitions).
     """
-    from govbus.processors.worker import PROCESSORS, SEPARATE, run
+    from govbus.processors.runtime.worker import PROCESSORS, SEPARATE, run
 
     chosen = list(PROCESSORS) if "all" in names else list(names)
     unknown = [name for name in chosen if name not in (*PROCESSORS, *SEPARATE)]

@@ -34,7 +34,7 @@ from govbus.errors import GovbusError
 from govbus.schemas.masks import MASKS, Mask
 from govbus.schemas.rules import CHINA_TIME
 from govbus.topics.catalog import Catalog, LifeEvent, LifeEventRule
-from .subscriptions import RowFilter, Subscription, parse_filters
+from govbus.processors.governance.subscriptions import RowFilter, Subscription, parse_filters
 
 
 class LifeEventError(GovbusError, ValueError):

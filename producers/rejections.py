@@ -5,7 +5,7 @@ validate never leaves the machine). The gate refuses more, from what only it kno
 sequence already used, a delete by a department that is not the entity's authority, a key
 that is not the entity's, a partition the key does not map to. Each such event goes to
 ``dlq.<library>`` for the operators, and the same message, with the same reason headers
-(``processors/deadletters.py``), to ``control.rejections.<department>``, which only that
+(``processors/gate/deadletters.py``), to ``control.rejections.<department>``, which only that
 department (and governance) may read: a source learns about its own data and nobody
 else's, from the broker's ACLs, not from a filter in this code.
 """
@@ -20,7 +20,7 @@ from typing import Any
 from kafka.errors import KafkaError
 
 from govbus.errors import GovbusError
-from govbus.processors import deadletters
+from govbus.processors.gate import deadletters
 from govbus.reading import stream_topic
 from govbus.schemas.framing import header_map
 from govbus.settings import Settings

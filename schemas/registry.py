@@ -10,6 +10,8 @@ that a wrong schema stops the bus at start-up instead of leaking a field later.
 Departments and purposes are the catalog's business: pass `known_departments` to check
 authorities; the purposes a field's `mask_for` may name are the catalog's
 (`topics/departments.yaml`, their one home) unless `purposes` are given.
+
+Why one module of about 300 lines: loading, composing and looking up versions by fingerprint are one registry's state; split, each part would need the others' caches.
 """
 
 from __future__ import annotations

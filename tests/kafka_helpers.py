@@ -63,7 +63,7 @@ def golden_records(settings: Settings, topic: str) -> dict[str, dict]:
 
 
 def golden_values(golden: dict) -> dict[str, Any]:
-    """field → authoritative value of a golden record (see processors/golden.py)."""
+    """field → authoritative value of a golden record (see processors/gate/golden.py)."""
     return {name: entry[0] for name, entry in golden["fields"].items()}
 
 

@@ -67,7 +67,7 @@ from govbus.topics.names import (ACTS, ALERTS, AUDIT_ANCHORS, CONFLICTS, OBJECTI
                                  TopicNames)
 
 if TYPE_CHECKING:
-    from govbus.processors.subscriptions import Subscription
+    from govbus.processors.governance.subscriptions import Subscription
 
 LITERAL, PREFIXED = ACLResourcePatternType.LITERAL, ACLResourcePatternType.PREFIXED
 TOPIC_ROOTS = ("ingest.", "shared.", "state.", "dlq.", "deliver.", "audit.", "control.", "metrics.")
@@ -124,7 +124,7 @@ def processor_grants(names: TopicNames) -> set[Grant]:
     grants.update(_topic(PROCESSORS, ("READ", "DESCRIBE", "DESCRIBE_CONFIGS"), names.bus(SUBSCRIPTIONS)))
     grants.update(_topic(PROCESSORS, ("CREATE",), f"{names.prefix}deliver.", "PREFIXED"))
     grants.add(Grant(PROCESSORS, "READ", "GROUP", f"{names.prefix}{PROCESSOR_ROOT}", "PREFIXED"))
-    # The batched gate and router write each batch in a Kafka transaction (``processors/batches.py``).
+    # The batched gate and router write each batch in a Kafka transaction (``processors/runtime/batches.py``).
     grants.update(Grant(PROCESSORS, operation, "TRANSACTIONAL_ID", f"{names.prefix}{PROCESSOR_ROOT}", "PREFIXED")
                   for operation in ("WRITE", "DESCRIBE"))
     grants.add(Grant(PROCESSORS, "DESCRIBE", "CLUSTER", "kafka-cluster"))

@@ -282,7 +282,7 @@ def apply_catalog(settings: Settings, catalog: Catalog, names: TopicNames) -> li
     """Topics from the catalog and, on a secured broker, the ACLs derived from it and the
     subscriptions: what an operator's init step (or a test, the bench, the demo) runs first."""
     from govbus import clients
-    from govbus.processors import control
+    from govbus.processors.governance import control
     from govbus.topics import acls
 
     admin = clients.admin(settings)

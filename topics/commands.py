@@ -70,7 +70,7 @@ def acl() -> None:
 @click.option("--dry-run", is_flag=True, help="Show the difference only.")
 def acl_apply(prefix: str | None, dry_run: bool) -> None:
     """Show, then apply, the difference between the derived ACLs and the broker's."""
-    from govbus.processors import control
+    from govbus.processors.governance import control
     from govbus.topics import acls
 
     settings = get_settings()

@@ -5,6 +5,8 @@ department — each process logged in as its own principal, exactly as in produc
 `Pipeline.start()` brings it all up and waits until it is ready; `publish` feeds it as the
 source system does (the publisher SDK); `wait_applied` waits until every subscriber has
 applied a number of changes; `freshness` joins publish and apply times by event id.
+
+Why one module of about 360 lines: starting, watching and stopping the bus's processes for the bench is one lifecycle.
 """
 
 from __future__ import annotations
@@ -110,7 +112,7 @@ class Pipeline:
 
     def subscribe(self) -> None:
         """The departments' requests through the one channel; the owner approves the rest."""
-        from govbus.processors import control
+        from govbus.processors.governance import control
 
         for request in requests(self.departments):
             subscription = control.request(self.settings, request)

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from govbus.processors import subscriptions as rules
-from govbus.processors.subscriptions import Subscription, SubscriptionRequest
+from govbus.processors.governance import subscriptions as rules
+from govbus.processors.governance.subscriptions import Subscription, SubscriptionRequest
 
 LIBRARY = "population"
 OWNER = "public_security"

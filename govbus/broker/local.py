@@ -9,6 +9,8 @@ Everything there is the owner's only (folders 0700, files 0600): the log directo
 every department's records and the configuration the inter-broker password. The files this
 module writes are created so (never world-readable for a moment), and the JVMs run with
 umask 077, so that the segments, checkpoints and logs Kafka makes are too.
+
+Why one module of about 510 lines: one node's configuration, processes and its cluster's start and stop are one lifecycle.
 """
 
 from __future__ import annotations

@@ -29,8 +29,10 @@ from kafka import TopicPartition
 
 from govbus import clients, compact_json
 from govbus.consumers import objections as objection_rules
-from govbus.processors import audit, conflicts as conflict_rules, deadletters
-from govbus.processors import subscriptions as subscription_rules
+from govbus.processors.governance import audit
+from govbus.processors.governance import conflicts as conflict_rules
+from govbus.processors.gate import deadletters
+from govbus.processors.governance import subscriptions as subscription_rules
 from govbus.settings import Settings
 from govbus.topics.catalog import Catalog
 from govbus.topics.names import ALERTS, AUDIT, CONFLICTS, FRESHNESS, OBJECTIONS, SUBSCRIPTIONS, VERDICTS, TopicNames

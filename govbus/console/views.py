@@ -17,9 +17,9 @@ from datetime import datetime
 from typing import Any
 
 from govbus.consumers import objections as objection_rules
-from govbus.processors import audit
-from govbus.processors import conflicts as conflict_rules
-from govbus.processors.subscriptions import Subscription
+from govbus.processors.governance import audit
+from govbus.processors.governance import conflicts as conflict_rules
+from govbus.processors.governance.subscriptions import Subscription
 from govbus.topics.catalog import Catalog
 
 from govbus.console.live import Knowledge, seconds_of as _seconds

@@ -19,7 +19,7 @@ from typing import Any
 
 from govbus import clients, entitlement
 from govbus.consumers.stores import open_store
-from govbus.processors.subscriptions import Subscription
+from govbus.processors.governance.subscriptions import Subscription
 from govbus.schemas.registry import default_registry
 from govbus.settings import Settings
 from govbus.simulate import counting, model

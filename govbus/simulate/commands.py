@@ -19,7 +19,7 @@ from govbus.bench import machine
 from govbus.bench.harness import provision_broker
 from govbus.settings import PROJECT_ROOT, get_settings
 from govbus.simulate import checks, model, province, report
-from govbus.processors.subscriptions import Subscription
+from govbus.processors.governance.subscriptions import Subscription
 from govbus.simulate.province import PROVINCE, ProvincePlan
 from govbus.simulate.run import Options, Simulation, receivers_of, work_folder
 from govbus.simulate.workload import Expected

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import yaml
 
-from govbus.processors.subscriptions import SubscriptionRequest
+from govbus.processors.governance.subscriptions import SubscriptionRequest
 from govbus.producers.generate import places_in
 from govbus.schemas import divisions
 from govbus.simulate import model

@@ -9,7 +9,7 @@
    apply`` and ``acl apply``) — by the admin super user, which does nothing else on the bus.
 3. *The bus*: the gate and the router as ``govbus-processors``, the authority processor as
    ``govbus-authority``; every subscription requested by its department and approved by each
-   conditional field's authority, each logged in as itself (``processors/control.py``); a
+   conditional field's authority, each logged in as itself (``processors/governance/control.py``); a
    subscriber process per department (``govbus.bench.follower``) applying to its SQLite store.
 4. *The load*, library by library (each source's snapshots, the key's authority first), the
    router's CPU (``/proc`` via psutil, of its worker process) and events (its ``/health``)
@@ -19,6 +19,8 @@
    by reading every topic, each against the capacity model at the loaded sizes; every
    subscriber's store against the projection of the golden records (``govbus.entitlement``)
    and its life-event log against the events it was owed.
+
+Why one module of about 360 lines: the simulation's steps run in order against one broker; one module reads as the run it is.
 """
 
 from __future__ import annotations
@@ -38,8 +40,8 @@ from govbus.bench.measure import ProcessWatch, percentiles
 from govbus.broker.provision import free_port
 from govbus.errors import GovbusError
 from govbus.processes import ProcessorProcess
-from govbus.processors import control
-from govbus.processors.subscriptions import Subscription
+from govbus.processors.governance import control
+from govbus.processors.governance.subscriptions import Subscription
 from govbus.producers.publisher import Publisher
 from govbus.schemas.registry import default_registry
 from govbus.security import credentials, principals

@@ -21,6 +21,8 @@ on the image after it; a live change only when it touches a field or filter fiel
 subscription; a source's snapshot always), which life events it is (by construction: a death
 is a death), who receives those (a move out matched on the region left, and not a move within),
 and whether it makes a sharing record. The simulation compares these with what was counted.
+
+Why one module of about 440 lines: the generated load and the day's changes share the province's entity sample.
 """
 
 from __future__ import annotations
@@ -332,7 +334,7 @@ def unwatched_counties(plan: ProvincePlan, library: str) -> set[str]:
 
     Why moves stay among them: a change that takes an entity out of a record subscription's
     region leaves its row in that department's store (the router delivers nothing for a row
-    that no longer matches, ``processors/projection.py``), and the store check would rightly
+    that no longer matches, ``processors/router/projection.py``), and the store check would rightly
     call it a row too many. docs/capacity.md records this as a finding. A move within a city
     crosses no city's filter, so only the counties' filters matter."""
     watched = {request.filters[0].split("=", 1)[1].rstrip(".") for request in

@@ -20,8 +20,8 @@ from govbus.cli import main
 from govbus.consumers import objections
 from govbus.errors import GovbusError
 from govbus.processes import settings_environment
-from govbus.processors import control
-from govbus.processors.subscriptions import SubscriptionRequest
+from govbus.processors.governance import control
+from govbus.processors.governance.subscriptions import SubscriptionRequest
 from govbus.producers.generate import generate
 from govbus.producers.publisher import Publisher
 

@@ -8,9 +8,10 @@ from click.testing import CliRunner
 from govbus import settings as settings_module
 from govbus.cli import main
 from govbus.processes import settings_environment
-from govbus.processors import audit, control
-from govbus.processors.control_commands import read_audit, read_heads
-from govbus.processors.subscriptions import SubscriptionRequest
+from govbus.processors.governance import audit
+from govbus.processors.governance import control
+from govbus.processors.governance.control_commands import read_audit, read_heads
+from govbus.processors.governance.subscriptions import SubscriptionRequest
 from govbus.producers.generate import generate
 from govbus.producers.publisher import Publisher
 from govbus.security.credentials import GOVERNANCE

@@ -13,8 +13,9 @@ from kafka.errors import TopicAuthorizationFailedError
 from govbus import clients
 from govbus.consumers import objections
 from govbus.consumers.objections import ObjectionError
-from govbus.processors import conflicts, control
-from govbus.processors.subscriptions import SubscriptionError, SubscriptionRequest
+from govbus.processors.governance import conflicts
+from govbus.processors.governance import control
+from govbus.processors.governance.subscriptions import SubscriptionError, SubscriptionRequest
 from govbus.producers.generate import generate
 from govbus.producers.publisher import Publisher
 from govbus.topics import acls

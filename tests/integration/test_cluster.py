@@ -28,8 +28,8 @@ from govbus import clients
 from govbus.broker.provision import ProvisionedBroker, free_port, local_broker
 from govbus.consumers.stores import StoreError, open_store
 from govbus.processes import ProcessorProcess, settings_environment, stop_process
-from govbus.processors import control
-from govbus.processors.subscriptions import SubscriptionRequest
+from govbus.processors.governance import control
+from govbus.processors.governance.subscriptions import SubscriptionRequest
 from govbus.producers.generate import generate
 from govbus.producers.publisher import Publisher
 from govbus.schemas.rules import MARITAL_STATUSES

@@ -27,8 +27,8 @@ import yaml
 import pg
 from govbus.broker.provision import free_port
 from govbus.processes import settings_environment, stop_process
-from govbus.processors import control
-from govbus.processors.subscriptions import SubscriptionRequest
+from govbus.processors.governance import control
+from govbus.processors.governance.subscriptions import SubscriptionRequest
 from govbus.security import credentials
 from govbus.settings import PROJECT_ROOT
 

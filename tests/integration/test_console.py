@@ -30,8 +30,8 @@ from govbus.cli import main
 from govbus.console.process import ConsoleProcess
 from govbus.errors import GovbusError
 from govbus.processes import ProcessorProcess, settings_environment
-from govbus.processors import control
-from govbus.processors.subscriptions import Subscription, SubscriptionRequest
+from govbus.processors.governance import control
+from govbus.processors.governance.subscriptions import Subscription, SubscriptionRequest
 from govbus.producers.generate import generate
 from govbus.producers.publisher import Publisher
 from govbus.security.credentials import AUTHORITY, GOVERNANCE, PROCESSORS

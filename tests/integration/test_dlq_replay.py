@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 
 
-from govbus.processors import deadletters
+from govbus.processors.gate import deadletters
 from govbus.producers.generate import generate
 from govbus.schemas.codec import default_codec
 from govbus.topics.catalog import replay_marks_name

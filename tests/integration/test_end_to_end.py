@@ -9,10 +9,10 @@ import pytest
 
 import pg
 from govbus.consumers.subscriber import Subscriber
-from govbus.processors import control
-from govbus.processors.golden import GoldenFormat
-from govbus.processors.projection import Projector
-from govbus.processors.subscriptions import SubscriptionRequest
+from govbus.processors.governance import control
+from govbus.processors.gate.golden import GoldenFormat
+from govbus.processors.router.projection import Projector
+from govbus.processors.governance.subscriptions import SubscriptionRequest
 from govbus.producers.generate import generate
 from govbus.producers.publisher import Publisher
 from govbus.schemas.registry import default_registry
@@ -109,8 +109,8 @@ def test_a_router_killed_mid_stream_loses_nothing_and_leaves_the_audit_chain_who
     """SIGKILL mid-stream: the batch in hand is an open transaction that the broker aborts;
     the restarted router continues every chain from the last committed head (before batches,
     the head, the records and the offset were written apart, and a replay forked the chain)."""
-    from govbus.processors import audit
-    from govbus.processors.control_commands import read_audit
+    from govbus.processors.governance import audit
+    from govbus.processors.governance.control_commands import read_audit
 
     bus.apply_catalog()
     start_processors("gate")

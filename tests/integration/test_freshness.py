@@ -11,8 +11,8 @@ from pathlib import Path
 
 import yaml
 
-from govbus.processors import control
-from govbus.processors.subscriptions import SubscriptionRequest
+from govbus.processors.governance import control
+from govbus.processors.governance.subscriptions import SubscriptionRequest
 from govbus.producers.generate import generate
 from govbus.producers.publisher import Publisher
 from govbus.schemas.codec import default_codec

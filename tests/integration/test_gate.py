@@ -6,7 +6,7 @@ import json
 import time
 import urllib.request
 
-from govbus.processors import deadletters
+from govbus.processors.gate import deadletters
 from govbus.producers.generate import generate
 from govbus.producers.publisher import Publisher
 from govbus.schemas.codec import default_codec
@@ -194,7 +194,7 @@ def test_stopped_with_sigterm_the_gate_commits_every_event_it_handled(bus, start
     from kafka import TopicPartition
 
     from govbus import clients
-    from govbus.processors.worker import group_id
+    from govbus.processors.runtime.worker import group_id
 
     bus.apply_catalog()
     records = list(generate("population", 200, seed=61, department="public_security"))

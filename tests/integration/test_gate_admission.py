@@ -14,9 +14,10 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from govbus import clients
-from govbus.processors import control, deadletters
-from govbus.processors.gate import key_partition
-from govbus.processors.subscriptions import SubscriptionRequest
+from govbus.processors.governance import control
+from govbus.processors.gate import deadletters
+from govbus.processors.gate.logic import key_partition
+from govbus.processors.governance.subscriptions import SubscriptionRequest
 from govbus.producers.generate import generate
 from govbus.schemas.framing import (HEARTBEAT_TYPE, header_map, heartbeat_headers, iso_seconds, source_lateness,
                                     source_urn)

@@ -11,16 +11,16 @@ from datetime import datetime, timedelta
 
 from govbus import clients
 from govbus.consumers.subscriber import Subscriber
-from govbus.processors import control
-from govbus.processors import subscriptions as rules
-from govbus.processors.subscriptions import SubscriptionRequest
+from govbus.processors.governance import control
+from govbus.processors.governance import subscriptions as rules
+from govbus.processors.governance.subscriptions import SubscriptionRequest
 from govbus.producers.generate import generate
 from govbus.producers.publisher import Publisher
 from govbus.schemas.rules import CHINA_TIME
 from govbus.topics.names import SUBSCRIPTIONS
 
-from govbus.processors.golden import GoldenFormat
-from govbus.processors.projection import Projector
+from govbus.processors.gate.golden import GoldenFormat
+from govbus.processors.router.projection import Projector
 from govbus.schemas.registry import default_registry
 
 from kafka_helpers import cli, encoded_event, golden_records, read_topic, send_raw, wait_for

@@ -15,8 +15,8 @@ from govbus.consumers import objections
 from govbus.consumers.corrections import pseudonym
 from govbus.consumers.objections import ObjectionError
 from govbus.errors import GovbusError
-from govbus.processors import audit
-from govbus.processors.decide import CORRECTIONS_SYSTEM
+from govbus.processors.governance import audit
+from govbus.processors.gate.decide import CORRECTIONS_SYSTEM
 from govbus.producers.generate import generate
 from govbus.producers.publisher import Publisher
 from govbus.schemas.codec import default_codec

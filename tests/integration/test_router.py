@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import time
 
-from govbus.processors import audit, control
-from govbus.processors.subscriptions import SubscriptionRequest
+from govbus.processors.governance import audit
+from govbus.processors.governance import control
+from govbus.processors.governance.subscriptions import SubscriptionRequest
 from govbus.producers.generate import generate
 from govbus.producers.publisher import Publisher
 from govbus.schemas.codec import default_codec
@@ -104,7 +105,7 @@ def test_four_departments_get_exactly_their_approved_fields_masked_as_required(b
 def test_audit_chain_verifies_then_reports_the_exact_tampered_record(bus, start_processors) -> None:
     from click.testing import CliRunner
 
-    from govbus.processors.control_commands import read_audit
+    from govbus.processors.governance.control_commands import read_audit
 
     bus.apply_catalog()
     start_processors("gate", "router")

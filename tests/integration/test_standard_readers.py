@@ -17,8 +17,8 @@ from cloudevents.v1.kafka import KafkaMessage, from_binary
 from confluent_kafka import Consumer
 
 from govbus import clients
-from govbus.processors import control
-from govbus.processors.subscriptions import SubscriptionRequest
+from govbus.processors.governance import control
+from govbus.processors.governance.subscriptions import SubscriptionRequest
 from govbus.producers.generate import generate
 from govbus.producers.publisher import Publisher
 from govbus.schemas.writers import WRITERS_DIRECTORY

@@ -25,8 +25,8 @@ from govbus import clients
 from govbus.consumers import subscriber as subscriber_module
 from govbus.consumers.stores import open_store
 from govbus.consumers.subscriber import Subscriber
-from govbus.processors import control
-from govbus.processors.subscriptions import SubscriptionRequest
+from govbus.processors.governance import control
+from govbus.processors.governance.subscriptions import SubscriptionRequest
 from govbus.processes import settings_environment
 from govbus.producers.generate import generate
 from govbus.producers.records import to_event

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from govbus.processors.app import make_app
+from govbus.processors.runtime.app import make_app
 from govbus.errors import GovbusError
 from govbus.settings import Settings, get_settings
 

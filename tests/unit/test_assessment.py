@@ -11,11 +11,11 @@ from types import SimpleNamespace
 import pytest
 
 from govbus.consumers import objections
-from govbus.processors import deadletters
-from govbus.processors import subscriptions as subscription_rules
+from govbus.processors.gate import deadletters
+from govbus.processors.governance import subscriptions as subscription_rules
 from govbus.schemas.registry import default_registry
-from govbus.processors.assessment import Tally
-from govbus.processors.assessment_report import human, render
+from govbus.processors.governance.assessment import Tally
+from govbus.processors.governance.assessment_report import human, render
 from govbus.schemas.framing import ACCEPTED_AT, BACKFILL, LATE, ROUTED_AT, SOURCE_DEPARTMENT, heartbeat_headers
 from govbus.topics.names import TopicNames
 

@@ -10,10 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from govbus.processors import audit
-from govbus.processors.audit import GENESIS, AuditChain, decode, encode, query, verify
-from govbus.processors.projection import Projector
-from govbus.processors.subscriptions import Subscription, Transition
+from govbus.processors.governance import audit
+from govbus.processors.governance.audit import GENESIS, AuditChain, decode, encode, query, verify
+from govbus.processors.router.projection import Projector
+from govbus.processors.governance.subscriptions import Subscription, Transition
 from govbus.schemas.registry import default_registry
 
 START = datetime(2025, 3, 1, 8, 0, tzinfo=timezone.utc)

@@ -7,9 +7,10 @@ import json
 from datetime import datetime, timedelta, timezone
 
 from govbus.consumers import objections
-from govbus.processors import acts, conflicts
-from govbus.processors import subscriptions as rules
-from govbus.processors.authority import AuthorityFold
+from govbus.processors.governance import acts
+from govbus.processors.governance import conflicts
+from govbus.processors.governance import subscriptions as rules
+from govbus.processors.governance.authority import AuthorityFold
 from govbus.schemas.registry import default_registry
 from govbus.settings import PROJECT_ROOT
 from govbus.topics.catalog import load_catalog

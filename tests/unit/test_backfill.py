@@ -10,9 +10,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from govbus.processors.backfill import DONE, Delivered, PartitionBackfills, marker
-from govbus.processors.gate import Output
-from govbus.processors.partition_store import PartitionStore
+from govbus.processors.router.backfill import DONE, Delivered, PartitionBackfills, marker
+from govbus.processors.gate.logic import Output
+from govbus.processors.runtime.partition_store import PartitionStore
 
 APPROVED = datetime(2026, 11, 23, 9, 0, tzinfo=timezone.utc)
 HEADS = "audit.heads.population"
@@ -115,9 +115,9 @@ def test_live_changes_a_backfill_already_delivered_are_named_until_the_router_is
 def test_the_router_skips_a_live_version_its_backfill_gave_and_delivers_a_newer_one() -> None:
     from govbus.bench import workload
     from govbus.bench.subscriptions import approved_in_memory
-    from govbus.processors.gate import GateLogic
-    from govbus.processors.projection import Projector
-    from govbus.processors.router import RouterLogic
+    from govbus.processors.gate.logic import GateLogic
+    from govbus.processors.router.projection import Projector
+    from govbus.processors.router.logic import RouterLogic
     from govbus.schemas.codec import default_codec
     from govbus.settings import Settings
     from govbus.topics.catalog import load_catalog
@@ -157,11 +157,11 @@ def test_a_backfill_delivery_is_a_cloudevent_a_standard_reader_accepts() -> None
     from govbus import compact_json
     from govbus.bench import workload
     from govbus.bench.subscriptions import approved_in_memory
-    from govbus.processors.backfill import Backfill
-    from govbus.processors.gate import GateLogic
-    from govbus.processors.golden import GoldenFormat
-    from govbus.processors.projection import Projector
-    from govbus.processors.router import RouterLogic, shared_change
+    from govbus.processors.router.backfill import Backfill
+    from govbus.processors.gate.logic import GateLogic
+    from govbus.processors.gate.golden import GoldenFormat
+    from govbus.processors.router.projection import Projector
+    from govbus.processors.router.logic import RouterLogic, shared_change
     from govbus.schemas.codec import default_codec
     from govbus.settings import Settings
     from govbus.topics.catalog import load_catalog

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from govbus.processors import metrics
-from govbus.processors.batches import RECENT_BATCHES, BatchTimings
+from govbus.processors.runtime import metrics
+from govbus.processors.runtime.batches import RECENT_BATCHES, BatchTimings
 
 
 def test_the_summary_gives_each_phase_its_median_tail_and_maximum() -> None:

@@ -10,8 +10,8 @@ from datetime import datetime, timezone
 
 import pytest
 
-from govbus.processors import subscriptions as rules
-from govbus.processors.subscriptions import SubscriptionRequest
+from govbus.processors.governance import subscriptions as rules
+from govbus.processors.governance.subscriptions import SubscriptionRequest
 from govbus.producers.records import default_builder
 from govbus.schemas.registry import default_registry
 from govbus.schemas.validation import Validator

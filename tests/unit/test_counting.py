@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from govbus.processors import metrics
-from govbus.processors.counting import Tally
-from govbus.processors.deadletters import REASON
-from govbus.processors.gate import Output
+from govbus.processors.runtime import metrics
+from govbus.processors.runtime.counting import Tally
+from govbus.processors.gate.deadletters import REASON
+from govbus.processors.gate.logic import Output
 from govbus.topics.names import TopicNames
 
 NAMES = TopicNames("count-test.")

@@ -8,8 +8,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from govbus.errors import GovbusError
-from govbus.processors import deadletters
-from govbus.processors.replay import Choice, DeadLetter, mark_value, parse_time, plan
+from govbus.processors.gate import deadletters
+from govbus.processors.governance.replay import Choice, DeadLetter, mark_value, parse_time, plan
 from govbus.topics.names import TopicNames
 
 NAMES = TopicNames("")

@@ -13,8 +13,8 @@ from govbus import entitlement
 from govbus.consumers.deliveries import table_columns
 from govbus.consumers.stores import open_store
 from govbus.demo import require_entitled
-from govbus.processors.golden import Golden
-from govbus.processors.subscriptions import Subscription, Transition
+from govbus.processors.gate.golden import Golden
+from govbus.processors.governance.subscriptions import Subscription, Transition
 from govbus.schemas.registry import default_registry
 
 REGISTRY = default_registry()

@@ -7,10 +7,10 @@ from __future__ import annotations
 import json
 from datetime import datetime, timezone
 
-from govbus.processors import subscriptions as rules
-from govbus.processors.projection import Projector
-from govbus.processors.router import RouterLogic, SubscriptionBook
-from govbus.processors.subscriptions import SubscriptionRequest
+from govbus.processors.governance import subscriptions as rules
+from govbus.processors.router.projection import Projector
+from govbus.processors.router.logic import RouterLogic, SubscriptionBook
+from govbus.processors.governance.subscriptions import SubscriptionRequest
 from govbus.schemas.codec import default_codec, with_entity_id
 from govbus.schemas.framing import ROUTED_AT
 from govbus.schemas.registry import default_registry

@@ -6,9 +6,9 @@ from datetime import datetime, timezone
 
 import pytest
 
-from govbus.processors import metrics
-from govbus.processors.freshness_monitor import FreshnessMonitor
-from govbus.processors.gate import GateLogic
+from govbus.processors.runtime import metrics
+from govbus.processors.freshness.monitor import FreshnessMonitor
+from govbus.processors.gate.logic import GateLogic
 from govbus.producers.generate import generate
 from govbus.producers.records import to_event
 from govbus.schemas.codec import default_codec

@@ -16,8 +16,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from govbus.processors import deadletters
-from govbus.processors.gate import GateLogic, Output, Step, key_partition
+from govbus.processors.gate import deadletters
+from govbus.processors.gate.logic import GateLogic, Output, Step, key_partition
 from govbus.producers.generate import generate
 from govbus.producers.records import to_event
 from govbus.schemas.codec import default_codec
@@ -351,7 +351,7 @@ def test_generated_bad_inputs_mixed_with_good_ones_never_raise(catalog, batch) -
 
 
 def test_partition_counts_are_asked_once_per_topic_and_an_unknown_one_again_later() -> None:
-    from govbus.processors.gate import remembered_counts
+    from govbus.processors.gate.logic import remembered_counts
 
     asked: list[str] = []
     answers = {"a": 6, "b": None}

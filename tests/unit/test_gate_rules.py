@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from govbus.processors.decide import CORRECTIONS_SYSTEM, Outcome, Reason, Status, decide
-from govbus.processors.golden import Golden, GoldenFormat
+from govbus.processors.gate.decide import CORRECTIONS_SYSTEM, Outcome, Reason, Status, decide
+from govbus.processors.gate.golden import Golden, GoldenFormat
 from govbus.schemas.registry import default_registry
 
 POLICIES = default_registry().policy("population")

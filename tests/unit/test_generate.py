@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import time
 import types
 from collections import Counter
 from datetime import date
@@ -84,8 +83,9 @@ def test_people_are_plausible() -> None:
             assert married.year - date.fromisoformat(flat["date_of_birth"]).year >= 22
 
 
-def test_a_hundred_thousand_records_take_seconds_not_minutes() -> None:
-    started = time.perf_counter()
-    for _ in generate("population", 100_000, seed=1, invalid_share=0.1):
-        pass
-    assert time.perf_counter() - started < 10
+def test_records_are_generated_one_by_one_so_a_province_sized_count_streams() -> None:
+    """A count of ten million gives its first records at once: nothing is built up front
+    (timed asserts fail on a loaded machine; speed is the bench's business)."""
+    records = generate("population", 10_000_000, seed=1, invalid_share=0.1)
+    first = list(itertools.islice(records, 1_000))
+    assert len(first) == 1_000 and len({record["citizen_id"] for record in first}) > 900

@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 
 from govbus.processors import lifeevents
-from govbus.processors import subscriptions as rules
-from govbus.processors.gate import GateLogic
+from govbus.processors.governance import subscriptions as rules
+from govbus.processors.gate.logic import GateLogic
 from govbus.processors.lifeevents import Occurred
-from govbus.processors.router import RouterLogic, SubscriptionBook
-from govbus.processors.subscriptions import SubscriptionRequest
+from govbus.processors.router.logic import RouterLogic, SubscriptionBook
+from govbus.processors.governance.subscriptions import SubscriptionRequest
 from govbus.producers.records import to_event
 from govbus.schemas.codec import default_codec
 from govbus.schemas.framing import (EVENT_DATE, LIFE_EVENT, LIFE_EVENTS, cloudevent_headers, entity_key,

@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 from govbus.consumers.corrections import parse_correction, pseudonym
 from govbus.consumers.objections import (Objection, ObjectionError, answer_event, check_answer, encode, fold,
                                          owner_of, raised_event, select)
-from govbus.processors.projection import Projector
-from govbus.processors.subscriptions import Subscription, Transition
+from govbus.processors.router.projection import Projector
+from govbus.processors.governance.subscriptions import Subscription, Transition
 from govbus.schemas.registry import default_registry
 
 T0 = datetime(2025, 3, 1, 8, 0, tzinfo=timezone.utc)

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from govbus.processors import partition_store
-from govbus.processors.partition_store import PartitionStore, Record
+from govbus.processors.runtime import partition_store
+from govbus.processors.runtime.partition_store import PartitionStore, Record
 from govbus.settings import Settings
 
 Messages = dict[int, list[tuple[bytes, bytes | None]]]  # partition -> (key, value) in offset order

@@ -8,7 +8,7 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from govbus.processors.percentiles import RollingPercentiles, Sketch
+from govbus.processors.freshness.percentiles import RollingPercentiles, Sketch
 
 
 def exact(values: list[float], q: float) -> float:

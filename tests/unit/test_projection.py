@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from govbus.schemas.masks import MASKS, MaskError, mask
-from govbus.processors.projection import ProjectionError, Projector
-from govbus.processors.subscriptions import BUS, Subscription, Transition
+from govbus.processors.router.projection import ProjectionError, Projector
+from govbus.processors.governance.subscriptions import BUS, Subscription, Transition
 from govbus.schemas.registry import (SCHEMA_DIRECTORY, FieldPolicy, SchemaError, SchemaRegistry, catalog_purposes,
                                      default_registry)
 from govbus.settings import get_settings

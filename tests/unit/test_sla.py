@@ -1,5 +1,5 @@
 """The lateness rule, pinned once: the gate, the freshness monitor and the assessment judge a
-change late by the one rule in `processors/sla.py`, so they never count differently."""
+change late by the one rule in `processors/freshness/sla.py`, so they never count differently."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ from datetime import datetime, timezone
 
 import pytest
 
-from govbus.processors.assessment import Tally
-from govbus.processors.freshness_monitor import FreshnessMonitor
-from govbus.processors.gate import GateLogic
-from govbus.processors.sla import breaches, late, late_change, lateness_limit
+from govbus.processors.governance.assessment import Tally
+from govbus.processors.freshness.monitor import FreshnessMonitor
+from govbus.processors.gate.logic import GateLogic
+from govbus.processors.freshness.sla import breaches, late, late_change, lateness_limit
 from govbus.producers.generate import generate
 from govbus.producers.records import to_event
 from govbus.schemas.codec import default_codec

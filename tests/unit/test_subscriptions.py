@@ -6,8 +6,8 @@ from datetime import date, datetime, timedelta, timezone
 
 import pytest
 
-from govbus.processors import subscriptions
-from govbus.processors.subscriptions import (
+from govbus.processors.governance import subscriptions
+from govbus.processors.governance.subscriptions import (
     BUS, RowFilter, SubscriptionError, SubscriptionRequest, approve, describe, evaluate, expire, fold,
     from_json, key, parse_filters, refuse, revoke, to_json,
 )

@@ -17,11 +17,11 @@ from typing import Any
 
 from govbus.bench import workload
 from govbus.bench.context import Context
-from govbus.processors import subscriptions as rules
-from govbus.processors.gate import GateLogic
-from govbus.processors.projection import Projector
-from govbus.processors.router import RouterLogic, SubscriptionBook
-from govbus.processors.subscriptions import Subscription, SubscriptionRequest
+from govbus.processors.governance import subscriptions as rules
+from govbus.processors.gate.logic import GateLogic
+from govbus.processors.router.projection import Projector
+from govbus.processors.router.logic import RouterLogic, SubscriptionBook
+from govbus.processors.governance.subscriptions import Subscription, SubscriptionRequest
 from govbus.schemas.codec import default_codec
 from govbus.settings import Settings
 from govbus.topics.catalog import load_catalog
@@ -98,6 +98,6 @@ def _route(settings: Settings, catalog, codec, projectors: tuple[Projector, ...]
 
 
 def _genesis() -> str:
-    from govbus.processors.audit import GENESIS
+    from govbus.processors.governance.audit import GENESIS
 
     return GENESIS

@@ -20,9 +20,9 @@ from typing import Any
 from govbus.bench import workload
 from govbus.bench.context import Context
 from govbus.bench.subscriptions import approved_in_memory
-from govbus.processors.gate import GateLogic
-from govbus.processors.projection import Projector
-from govbus.processors.router import RouterLogic, SubscriptionBook
+from govbus.processors.gate.logic import GateLogic
+from govbus.processors.router.projection import Projector
+from govbus.processors.router.logic import RouterLogic, SubscriptionBook
 from govbus.schemas.codec import default_codec
 from govbus.settings import Settings
 from govbus.topics.catalog import load_catalog
@@ -101,6 +101,6 @@ def _profile(work, path: Path) -> str | None:
 
 
 def _genesis() -> str:
-    from govbus.processors.audit import GENESIS
+    from govbus.processors.governance.audit import GENESIS
 
     return GENESIS

@@ -61,7 +61,7 @@ def _snapshot(pipeline: Pipeline, count: int) -> dict[str, Any]:
 
 def _backfill(pipeline: Pipeline, count: int) -> dict[str, Any]:
     """From the approval to the last entity applied in the newcomer's store."""
-    from govbus.processors import control
+    from govbus.processors.governance import control
 
     [request] = requests((NEWCOMER,))
     approved_at = time.time()
