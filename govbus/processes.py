@@ -17,6 +17,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 from govbus.errors import GovbusError
 from govbus.settings import Settings
@@ -46,28 +47,37 @@ def stop_process(process: subprocess.Popen[bytes] | None, timeout: float = 30.0)
         return None
 
 
-class ProcessorProcess:
-    """One ``govbus processors run`` worker."""
+class ServedProcess:
+    """A govbus command run as a child process that serves ``/health``: started with the
+    command an operator types, ready when ``/health`` says ``ready``. Subclasses say which
+    command, where its health is, and what to call it in an error."""
 
-    def __init__(self, settings: Settings, processors: list[str], log_path: Path, loglevel: str = "warn") -> None:
+    what = "the process"
+    ready_timeout = 90.0  # seconds `start` waits for ready
+    stop_timeout = 30.0  # seconds `stop` waits after SIGTERM before it kills
+
+    def __init__(self, settings: Settings, log_path: Path) -> None:
         self.settings = settings
-        self.loglevel = loglevel
-        self.processors = processors
         self.log_path = log_path
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def health_url(self) -> str:
-        return f"http://127.0.0.1:{self.settings.processor_port}/health"
+        raise NotImplementedError
 
-    def start(self, timeout: float = 90.0) -> ProcessorProcess:
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def environment(self) -> dict[str, str]:
+        return settings_environment(self.settings)
+
+    def start(self, timeout: float | None = None) -> Self:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "govbus.cli", "processors", "run", *self.processors, "--loglevel", self.loglevel],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env=settings_environment(self.settings))
-        self.wait_ready(timeout)
+                [sys.executable, "-m", "govbus.cli", *self.command()],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=self.environment())
+        self.wait_ready(self.ready_timeout if timeout is None else timeout)
         return self
 
     def health(self) -> dict | None:
@@ -79,36 +89,53 @@ class ProcessorProcess:
         except (OSError, ValueError):
             return None
 
-    def wait_ready(self, timeout: float = 90.0) -> dict:
+    def wait_ready(self, timeout: float | None = None) -> dict:
+        timeout = self.ready_timeout if timeout is None else timeout
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:
-                raise GovbusError(f"processor worker {self.processors} exited with {self.process.returncode}; "
-                                  f"see {self.log_path}:\n{self._tail()}")
+                raise GovbusError(f"{self.what} exited with {self.process.returncode}; see {self.log_path}:\n{self.tail()}")
             health = self.health()
             if health and health.get("status") == "ready":
                 return health
             time.sleep(0.3)
-        raise GovbusError(f"processor worker {self.processors} not ready within {timeout:.0f} s; see {self.log_path}:\n{self._tail()}")
+        raise GovbusError(f"{self.what} was not ready within {timeout:.0f} s; see {self.log_path}:\n{self.tail()}")
 
     def kill(self) -> None:
-        """End the worker abruptly (SIGKILL): nothing is flushed or committed."""
+        """End it abruptly (SIGKILL), as a crash would: nothing is flushed or committed."""
         if self.process and self.process.poll() is None:
             self.process.kill()
             self.process.wait()
 
-    def stop(self, timeout: float = 30.0) -> int | None:
-        """Ask the worker to stop (SIGTERM) and wait; kill it if it does not."""
-        return stop_process(self.process, timeout)
+    def stop(self, timeout: float | None = None) -> int | None:
+        """SIGTERM, as Ctrl-C or `docker compose stop` would, and wait; its exit code (None: killed)."""
+        return stop_process(self.process, self.stop_timeout if timeout is None else timeout)
 
-    def _tail(self, lines: int = 25) -> str:
+    def tail(self, lines: int = 25) -> str:
         try:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return ""
 
-    def __enter__(self) -> ProcessorProcess:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None) -> None:
         self.stop()
+
+
+class ProcessorProcess(ServedProcess):
+    """One ``govbus processors run`` worker."""
+
+    def __init__(self, settings: Settings, processors: list[str], log_path: Path, loglevel: str = "warn") -> None:
+        super().__init__(settings, log_path)
+        self.loglevel = loglevel
+        self.processors = processors
+        self.what = f"processor worker {processors}"
+
+    @property
+    def health_url(self) -> str:
+        return f"http://127.0.0.1:{self.settings.processor_port}/health"
+
+    def command(self) -> list[str]:
+        return ["processors", "run", *self.processors, "--loglevel", self.loglevel]

@@ -110,3 +110,19 @@ def cli(settings: Settings, *arguments: str) -> Any:
         return CliRunner().invoke(main, list(arguments), env=settings_environment(settings))
     finally:
         settings_module.get_settings.cache_clear()
+
+
+def until_allowed(act: Callable[[], Any], timeout: float = 60.0) -> Any:
+    """`act()` once the broker applies the ACLs just made (a principal's acts topic, say)."""
+    from kafka.errors import KafkaError
+
+    from govbus.errors import GovbusError
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return act()
+        except (GovbusError, KafkaError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)

@@ -13,33 +13,19 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from kafka.errors import KafkaError
 
 from govbus import settings as settings_module
 from govbus.cli import main
 from govbus.consumers import objections
-from govbus.errors import GovbusError
 from govbus.processes import settings_environment
 from govbus.processors.governance import control
 from govbus.processors.governance.subscriptions import SubscriptionRequest
 from govbus.producers.generate import generate
 from govbus.producers.publisher import Publisher
 
-from kafka_helpers import send_raw, wait_for
+from kafka_helpers import send_raw, until_allowed, wait_for
 
 BLUE, ORANGE, PURPLE, RED = (31, 119, 180), (255, 127, 14), (148, 103, 189), (214, 39, 40)  # the charts' colours
-
-
-def _until_allowed(act, timeout: float = 60.0):
-    """`act()` once the broker applies the ACLs just made (a department's acts topic)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return act()
-        except (GovbusError, KafkaError):
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.5)
 
 
 def assess(bus, *arguments: str) -> str:
@@ -85,7 +71,7 @@ def test_assess_counts_the_bus_and_its_html_page_renders_charts(bus, start_proce
     # One objection, raised by health and answered by the field's authority, each as itself.
     start_processors("authority")
     health, public_security = bus.as_principal("health"), bus.as_principal("public_security")
-    raised = _until_allowed(lambda: objections.raise_objection(health, "population", people[0]["citizen_id"], "name",
+    raised = until_allowed(lambda: objections.raise_objection(health, "population", people[0]["citizen_id"], "name",
                                                                 "the name is misspelt"))
     objections.reject(public_security, raised.id, "the name matches the birth register, entry 1990-0042")
     wait_for(bus.settings, bus.names.shared("population"), 7)

@@ -14,7 +14,7 @@ import re
 import shutil
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -22,13 +22,11 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from kafka.errors import KafkaError
 
 from govbus import settings as settings_module
 from govbus.broker.provision import free_port
 from govbus.cli import main
 from govbus.console.process import ConsoleProcess
-from govbus.errors import GovbusError
 from govbus.processes import ProcessorProcess, settings_environment
 from govbus.processors.governance import control
 from govbus.processors.governance.subscriptions import Subscription, SubscriptionRequest
@@ -38,7 +36,7 @@ from govbus.security.credentials import AUTHORITY, GOVERNANCE, PROCESSORS
 from govbus.topics import apply as topic_apply
 from govbus.topics.names import TopicNames
 
-from kafka_helpers import send_raw, wait_for
+from kafka_helpers import send_raw, until_allowed, wait_for
 
 playwright_api = pytest.importorskip("playwright.sync_api", reason="the test extra installs playwright")
 WAIT_MS = 30_000  # how long the page may take to show a change (it asks every second)
@@ -60,21 +58,9 @@ class ConsoleBus:
         return self.settings.logged_in_as(name, self.passwords.get(name, ""))
 
 
-def _until_allowed(act: Callable[[], Any], timeout: float = 60.0) -> Any:
-    """`act()` once the broker applies the ACLs just made (a principal's acts topic)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return act()
-        except (GovbusError, KafkaError):
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.5)
-
-
 def _request(bus_settings: Any, department: str, library: str, fields: tuple[str, ...], purpose: str) -> Subscription:
     asked = SubscriptionRequest(department=department, library=library, fields=fields, purpose=purpose)
-    return _until_allowed(lambda: control.request(bus_settings, asked))
+    return until_allowed(lambda: control.request(bus_settings, asked))
 
 
 @pytest.fixture(scope="module")
