@@ -61,6 +61,7 @@ from kafka import KafkaAdminClient
 from kafka.admin import (ACL, ACLFilter, ACLOperation, ACLPermissionType, ACLResourcePatternType, ResourcePattern,
                          ResourcePatternFilter, ResourceType)
 
+from govbus.errors import GovbusError
 from govbus.security.credentials import AUTHORITY, GOVERNANCE, PROCESSORS
 from govbus.topics.catalog import Catalog
 from govbus.topics.names import (ACTS, ALERTS, AUDIT_ANCHORS, CONFLICTS, OBJECTIONS, REJECTIONS, SUBSCRIPTIONS, VERDICTS,
@@ -219,9 +220,15 @@ def reconcile(admin: KafkaAdminClient, catalog: Catalog, names: TopicNames, subs
     add, remove = sorted(wanted - have), sorted(have - wanted)
     if not dry_run:
         if add:
-            admin.create_acls([grant.to_acl() for grant in add])
+            created = admin.create_acls([grant.to_acl() for grant in add])
+            if created.get("failed"):  # kafka-python reports a refused ACL here instead of raising
+                raise GovbusError(f"the broker refused {len(created['failed'])} of {len(add)} ACL(s): "
+                                  f"{created['failed'][0]}")
         if remove:
-            admin.delete_acls([_filter(grant) for grant in remove])
+            deleted = admin.delete_acls([_filter(grant) for grant in remove])
+            failed = [error for _, _, error in deleted if error is not None and getattr(error, "errno", 0)]
+            if failed:
+                raise GovbusError(f"the broker refused to delete {len(failed)} ACL filter(s): {failed[0]}")
     return add, remove
 
 

@@ -39,6 +39,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -46,12 +47,13 @@ from datetime import datetime, timezone
 from typing import Any
 
 from kafka import TopicPartition
-from kafka.errors import SecurityDisabledError
+from kafka.errors import KafkaError, SecurityDisabledError
 from pydantic import ValidationError
 
 from govbus import clients
 from govbus.consumers import objections as objection_rules
 from govbus.consumers.objections import Objection
+from govbus.errors import GovbusError
 from govbus.processors.governance import acts
 from govbus.processors.governance import conflicts as conflict_rules
 from govbus.processors.governance import subscriptions as rules
@@ -63,6 +65,7 @@ from govbus.topics.catalog import Catalog
 from govbus.topics.names import CONFLICTS, OBJECTIONS, SUBSCRIPTIONS, VERDICTS, TopicNames
 
 log = logging.getLogger("govbus.authority")
+ACL_RETRY_DELAYS = (0.5, 1.0, 2.0, 5.0)  # seconds between tries to bring the ACLs in line, then the processor fails
 DECISIONS = {"subscription.approve": "approved", "subscription.refuse": "refused", "subscription.revoke": "revoked"}
 
 
@@ -98,6 +101,13 @@ class AuthorityFold:
             self.subscriptions.pop(key.decode(), None)
             return
         subscription = rules.from_json(value)
+        known = self.subscriptions.get(subscription.id)
+        if known is not None and _steps(subscription) < _steps(known):
+            # An earlier record of this fold's own, read back after the fold moved on (the
+            # record reader trails the writes under load): taking it would step a decision
+            # back, and the next ACL reconciliation would close an approved department's
+            # delivery topic for good (seen in `govbus simulate`: 0 rows, 2 ACLs short).
+            return
         self.subscriptions[subscription.id] = subscription
         self.seen.update(subscription.acts())
 
@@ -329,10 +339,25 @@ class AuthorityProcessor:
             incoming.commit()
 
     def _reconcile_acls(self) -> None:
-        admin = clients.admin(self.settings)
-        try:
-            acls.reconcile(admin, self.catalog, self.names, self.fold.subscriptions.values())
-        except SecurityDisabledError:
-            pass
-        finally:
-            admin.close()
+        """The broker's ACLs made equal to the fold's; a refusal or a broker away is tried again
+        a few times (reconciling is idempotent) before the processor gives up and fails."""
+        for delay in (*ACL_RETRY_DELAYS, None):
+            admin = clients.admin(self.settings)
+            try:
+                acls.reconcile(admin, self.catalog, self.names, self.fold.subscriptions.values())
+                return
+            except SecurityDisabledError:
+                return
+            except (GovbusError, KafkaError) as error:
+                if delay is None:
+                    raise
+                log.warning("bringing the ACLs in line failed (%s); trying again in %.1f s", error, delay)
+            finally:
+                admin.close()
+            time.sleep(delay)
+
+
+def _steps(subscription: rules.Subscription) -> int:
+    """How far a subscription's record has come: every transition and refusal appends one, so
+    a later record of the same subscription never has fewer."""
+    return len(subscription.history) + len(subscription.refusals)

@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from types import MappingProxyType
 from typing import Any
@@ -154,7 +154,7 @@ class RouterLogic:
         self.secret = settings.key_secret.encode()
         self.audit_topic = self.names.bus(AUDIT)
         self.deliveries = 0
-        self._static_headers: dict[Projector, Headers] = {}  # per projector: the headers all its deliveries carry
+        self._static_headers: dict[Projector, tuple[str, Headers]] = {}  # per projector: its topic and fixed headers
         self.version = codec.registry.latest(library).version  # the schema version deliveries are written in
         self._dataschema = ("ce_dataschema", schema_urn(library, self.version).encode())
         self._groups: tuple[tuple[Projector, ...], ...] = ()
@@ -177,8 +177,9 @@ class RouterLogic:
         keys: dict[str, bytes] = {}
         outputs, shared = [], []
         for group in self._grouped(self.book.projectors(self.library) if projectors is None else projectors):
-            due = [projector for projector in group
-                   if change["version"] > covered.get(projector.subscription_id, EMPTY).get(change["entity_id"], 0)]
+            due = group if not covered else [
+                projector for projector in group
+                if change["version"] > covered.get(projector.subscription_id, EMPTY).get(change["entity_id"], 0)]
             if due:
                 for output, part in self.deliver_group(due, change, record, kept, delivered_at, keys):
                     outputs.append(output)
@@ -207,7 +208,7 @@ class RouterLogic:
             self._groups_of = projectors
         return self._groups
 
-    def deliver_group(self, group: list[Projector], change: dict[str, Any], record: dict[str, Any], kept: Headers,
+    def deliver_group(self, group: Sequence[Projector], change: dict[str, Any], record: dict[str, Any], kept: Headers,
                       delivered_at: datetime, keys: dict[str, bytes]) -> list[tuple[Output, audit.Record]]:
         """The deliveries of `change` to subscriptions that see the same projection: projected
         and encoded once, then only the entity id changed for each subscription that knows the
@@ -220,20 +221,28 @@ class RouterLogic:
         value = self._encoded(delivered, record)
         first = self._delivery(group[0], delivered["entity_id"], value, delivered, masked, kept, keys)
         deliveries, tail = [first], self._tail(delivered, masked)
-        real, seen, around = str(change["entity_id"]), delivered["entity_id"], None
-        for projector in group[1:]:  # the hot loop of a wide fan-out: nothing here but what differs
-            if projector.hides_key:
+        fields, masked_names, fixed_of = first[1]["fields"], first[1]["masked"], self._fixed_of
+        # The hot loop of a wide fan-out: nothing here but what differs per subscription. A
+        # group shares its projection, so either every member hides the key or none does.
+        if group[0].hides_key:
+            real = str(change["entity_id"])
+            before, after = around_entity_id(value)
+            for projector in group[1:]:
                 entity_id = projector.pseudonym(real)
-                if around is None:
-                    around = around_entity_id(value)
-                own, key = around[0] + avro_string(entity_id) + around[1], pseudonym_key(entity_id)
-            else:
-                own, key = value, self._key(seen, keys)
-            self.deliveries += 1
-            deliveries.append((Output(self.names.deliver(projector.department, self.library), key, own,
-                                      [*kept, *self._headers_of(projector), ("ce_subject", key), *tail]),
-                               {**first[1], "department": projector.department,
-                                "subscription": projector.subscription_id, "purpose": projector.purpose}))
+                key = pseudonym_key(entity_id)
+                topic, headers = fixed_of(projector)
+                deliveries.append((Output(topic, key, before + avro_string(entity_id) + after,
+                                          [*kept, *headers, ("ce_subject", key), *tail]),
+                                   {"department": projector.department, "subscription": projector.subscription_id,
+                                    "purpose": projector.purpose, "fields": fields, "masked": masked_names}))
+        else:
+            key = first[0].key
+            for projector in group[1:]:
+                topic, headers = fixed_of(projector)
+                deliveries.append((Output(topic, key, value, [*kept, *headers, ("ce_subject", key), *tail]),
+                                   {"department": projector.department, "subscription": projector.subscription_id,
+                                    "purpose": projector.purpose, "fields": fields, "masked": masked_names}))
+        self.deliveries += len(group) - 1
         return deliveries
 
     def deliver(self, projector: Projector, change: dict[str, Any], record: dict[str, Any], kept: Headers,
@@ -319,13 +328,18 @@ class RouterLogic:
         return key
 
     def _headers_of(self, projector: Projector) -> Headers:
+        return self._fixed_of(projector)[1]
+
+    def _fixed_of(self, projector: Projector) -> tuple[str, Headers]:
+        """What every delivery to `projector`'s subscription has the same: its topic and the
+        headers naming the subscription, made once per subscription, not per delivery."""
         found = self._static_headers.get(projector)
         if found is None:
             if len(self._static_headers) > STATIC_HEADERS_KEPT:  # most are of subscriptions since changed
                 self._static_headers.clear()
-            found = self._static_headers[projector] = [
+            found = self._static_headers[projector] = (self.names.deliver(projector.department, self.library), [
                 (SUBSCRIPTION, projector.subscription_id.encode()), (PURPOSE, projector.purpose.encode()),
-                (IMAGE, projector.image_header.encode())]
+                (IMAGE, projector.image_header.encode())])
         return found
 
     def sharing_record(self, chain: audit.AuditChain, change: dict[str, Any], deliveries: list[audit.Record],

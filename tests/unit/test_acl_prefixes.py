@@ -22,6 +22,7 @@ class FakeAdmin:
         self.grants |= {acls.Grant(acl.principal.removeprefix("User:"), acl.operation.name,
                                    acl.resource_pattern.resource_type.name, acl.resource_pattern.resource_name,
                                    acl.resource_pattern.pattern_type.name) for acl in created}
+        return {"succeeded": list(created), "failed": []}  # as kafka-python answers
 
     def delete_acls(self, filters):
         self.deleted += filters
@@ -29,6 +30,7 @@ class FakeAdmin:
                  f.resource_pattern.resource_name, f.resource_pattern.pattern_type.name) for f in filters}
         self.grants = {grant for grant in self.grants
                        if (grant.principal, grant.operation, grant.resource_type, grant.name, grant.pattern) not in gone}
+        return [(each, [], None) for each in filters]  # (filter, matched ACLs, error) as kafka-python answers
 
 
 CATALOG = load_catalog(PROJECT_ROOT / "topics")
@@ -73,3 +75,19 @@ def test_a_prefix_still_removes_what_it_does_not_want_on_its_own_resources() -> 
     admin = FakeAdmin(_bus("demo.") | stray)
     _, removed = acls.reconcile(admin, CATALOG, names, [])
     assert set(removed) == stray
+
+
+def test_an_acl_the_broker_refuses_is_an_error_not_a_silent_gap() -> None:
+    """kafka-python answers a refused ACL in its result instead of raising: a reconciliation
+    that ignored it left an approved department without read access, with nothing said."""
+    import pytest
+    from kafka.errors import ClusterAuthorizationFailedError
+
+    from govbus.errors import GovbusError
+
+    class RefusingAdmin(FakeAdmin):
+        def create_acls(self, created):
+            return {"succeeded": [], "failed": [ClusterAuthorizationFailedError for _ in created]}
+
+    with pytest.raises(GovbusError, match="refused"):
+        acls.reconcile(RefusingAdmin(set()), CATALOG, TopicNames("demo."), [])

@@ -77,6 +77,21 @@ def test_an_act_already_folded_is_not_applied_again_after_a_restart() -> None:
     assert restarted.handle("health", written, T0) == []
 
 
+def test_its_own_earlier_record_read_back_late_never_steps_a_decision_back() -> None:
+    fold = new_fold()
+    (requested,) = fold.handle("health", request_act(), T0)
+    (approved,) = fold.handle("civil_affairs", act("subscription.approve", subscription="sub-1"), T0)
+    fold.learn_subscription(requested.key, requested.value)  # the record reader catching up with its own writes
+    assert fold.subscriptions["sub-1"].state == "approved"
+    fold.learn_subscription(approved.key, approved.value)
+    assert fold.subscriptions["sub-1"].state == "approved"
+    operator = rules.from_json(approved.value)
+    revoked = operator.model_copy(update={"state": "revoked", "history": (*operator.history, operator.history[-1].model_copy(
+        update={"state": "revoked", "act": None}))})
+    fold.learn_subscription(approved.key, rules.to_json(revoked))  # a later record (an operator's) is taken
+    assert fold.subscriptions["sub-1"].state == "revoked"
+
+
 def test_an_existing_subscription_id_is_never_overwritten_by_another_request() -> None:
     fold = new_fold()
     fold.handle("health", request_act(), T0)
