@@ -65,7 +65,39 @@ FETCH_WAIT_MS = 500
 RETRY_BACKOFF_MS = 5
 RETRY_BACKOFF_MAX_MS = 100
 
+# librdkafka does not always honour the timeout of a transactional call: after a broker that
+# was the transaction coordinator died, a gate's commit_transaction(60) was seen blocked for
+# good (the cluster test, CI; librdkafka#5456, and Materialize's finding that the commit's
+# timeout is not capped). Such a call runs beside the loop, which waits this long and then
+# replaces the producer (the same transactional id fences the old one; see `_replace_producer`).
+STUCK_AFTER = 120.0
+
 Partition = tuple[str, int]
+
+
+class ProducerStuck(RuntimeError):
+    """A transactional call did not return within ``STUCK_AFTER`` seconds."""
+
+
+def bounded(what: str, call: Callable[[], Any], seconds: float) -> Any:
+    """`call()`'s result or error, or ``ProducerStuck`` when it has not returned after
+    `seconds` (it is then left to return, or not, in a daemon thread of its own)."""
+    done, outcome = threading.Event(), {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = call()
+        except BaseException as error:  # noqa: BLE001 - handed to the caller
+            outcome["error"] = error
+        finally:
+            done.set()
+
+    threading.Thread(target=run, name=what, daemon=True).start()
+    if not done.wait(seconds):
+        raise ProducerStuck(f"{what} did not return within {seconds:.0f} s")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome.get("value")
 
 
 class Checkpoint:
@@ -250,8 +282,9 @@ class BatchLoop:
                 for message in messages:
                     checkpoint.advance(message.topic(), message.partition(), message.offset())
                 checkpoint.handled = time.monotonic()
-        except KafkaException as error:
-            if not error.args[0].txn_requires_abort() and not error.args[0].retriable():
+        except (KafkaException, ProducerStuck) as error:
+            if isinstance(error, KafkaException) and not error.args[0].txn_requires_abort() \
+                    and not error.args[0].retriable():
                 raise
             log.warning("%s: a batch's transaction failed (%s); reading it again from the last commit",
                         self.processor.name, error)
@@ -267,14 +300,20 @@ class BatchLoop:
     def checkpoint(self, consumed: bool = True) -> Iterator[Checkpoint]:
         """A transaction: its outputs, and (`consumed`) the input offsets it advanced."""
         checkpoint = Checkpoint(self)
-        self._producer.begin_transaction()
+        producer = self._producer
+        producer.begin_transaction()
         try:
             yield checkpoint
             if consumed and checkpoint.offsets:
                 offsets = [TopicPartition(topic, partition, offset)
                            for (topic, partition), offset in checkpoint.offsets.items()]
-                self._producer.send_offsets_to_transaction(offsets, self._consumer.consumer_group_metadata(), 60)
-            self._producer.commit_transaction(60)
+                group = self._consumer.consumer_group_metadata()
+                bounded(f"{self.processor.name}: sending the offsets",
+                        lambda: producer.send_offsets_to_transaction(offsets, group, 60), STUCK_AFTER)
+            bounded(f"{self.processor.name}: committing", lambda: producer.commit_transaction(60), STUCK_AFTER)
+        except ProducerStuck:
+            self._replace_producer()
+            raise
         except BaseException:
             self._abort()
             raise
@@ -295,13 +334,26 @@ class BatchLoop:
         """Abort the open transaction. Its sends are let finish first (bounded): an EndTxn that
         overtakes a partition's AddPartitionsToTxn is refused as INVALID_TXN_STATE, which
         librdkafka makes fatal (confluentinc/librdkafka#4849)."""
-        self._producer.flush(_ABORT_FLUSH_S)
+        producer = self._producer
+        producer.flush(_ABORT_FLUSH_S)
         try:
-            self._producer.abort_transaction(60)
+            bounded(f"{self.processor.name}: aborting", lambda: producer.abort_transaction(60), STUCK_AFTER)
+        except ProducerStuck as error:
+            log.warning("%s: %s", self.processor.name, error)
+            self._replace_producer()
         except KafkaException as error:
             if error.args[0].fatal():
                 raise
             log.warning("%s: aborting a transaction failed: %s", self.processor.name, error)
+
+    def _replace_producer(self) -> None:
+        """A new producer with the same transactional id, in place of one stuck in a call: its
+        initialisation fences the old one, and the coordinator finishes or aborts the old
+        one's transaction first, so what the batch wrote is either committed or gone — the
+        rewind that follows reads whichever it is, as after a crash."""
+        log.warning("%s: a transactional call is stuck; replacing the producer (same transactional id)",
+                    self.processor.name)
+        self._producer = self._transactional_producer()
 
     def _rewind(self) -> None:
         """After an aborted batch: state and positions back to what the last commit holds."""
