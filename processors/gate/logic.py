@@ -59,6 +59,7 @@ from govbus.processors.gate.decide import Status, decide
 from govbus.processors.governance.subscriptions import filter_text
 from govbus.processors.gate.golden import Golden, GoldenFormat, time_to_plain
 from govbus.schemas.codec import Codec, CodecError, UnknownFingerprintError
+from govbus.processors.runtime.output import Output
 from govbus.schemas.framing import (ACCEPTED_AT, BACKFILL, FILTER_BEFORE, LATE, LIFE_EVENTS, PUBLISHED_AT, SOURCE_DEPARTMENT, SOURCE_SEQUENCE,
                                     Headers, cloudevent_headers, entity_key, header_seconds, heartbeat_problem,
                                     is_heartbeat, message_size)
@@ -86,16 +87,6 @@ RECORD_OVERHEAD = 1_024
 MAX_MESSAGE_BYTES = "max.message.bytes"  # the topic setting, as the catalog would spell it
 
 PartitionCounts = Callable[[str], "int | None"]  # topic -> its number of partitions (None: unknown)
-
-
-class Output(NamedTuple):
-    """One message a processor writes. A named tuple, not a frozen dataclass: the router makes
-    one per delivery, and a frozen dataclass took twice as long to make (bench: fan_out)."""
-
-    topic: str
-    key: bytes | None
-    value: bytes | None
-    headers: Headers
 
 
 class Arrival(NamedTuple):

@@ -15,7 +15,8 @@ from confluent_kafka.admin import AdminClient
 from govbus import clients
 from govbus.processors.runtime.batches import BatchLoop, Checkpoint, Partition, by_library, headers_of
 from govbus.processors.runtime.counting import Tally
-from govbus.processors.gate.logic import GateLogic, Output, PartitionCounts, remembered_counts
+from govbus.processors.gate.logic import GateLogic, PartitionCounts, remembered_counts
+from govbus.processors.runtime.output import Output
 from govbus.processors.runtime.partition_store import PartitionStore
 from govbus.schemas.codec import default_codec
 from govbus.settings import Settings

@@ -42,7 +42,7 @@ from kafka import TopicPartition
 
 from govbus import clients, compact_json
 from govbus.processors.governance import audit
-from govbus.processors.gate.logic import Output
+from govbus.processors.runtime.output import Output
 from govbus.processors.gate.golden import Golden, GoldenFormat
 from govbus.processors.runtime.partition_store import PartitionStore
 from govbus.processors.router.projection import Projector

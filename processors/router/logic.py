@@ -37,7 +37,7 @@ from govbus import clients, compact_json
 from govbus.processors.governance import audit
 from govbus.processors import lifeevents
 from govbus.processors.governance import subscriptions as rules
-from govbus.processors.gate.logic import Output
+from govbus.processors.runtime.output import Output
 from govbus.processors.lifeevents import EventProjector
 from govbus.processors.router.projection import Projector, pseudonym_key
 from govbus.processors.governance.subscriptions import Subscription

@@ -20,7 +20,7 @@ from govbus.processors.router.backfill import Backfill, PartitionBackfills
 from govbus.processors.runtime.batches import (BatchLoop, Checkpoint, Partition, by_library, by_partition,
                                        headers_of)
 from govbus.processors.runtime.counting import Tally
-from govbus.processors.gate.logic import Output
+from govbus.processors.runtime.output import Output
 from govbus.processors.gate.golden import GoldenFormat
 from govbus.processors.runtime.partition_store import PartitionStore
 from govbus.processors.router.projection import Projector

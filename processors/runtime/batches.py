@@ -40,7 +40,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
 
 from govbus import clients
 from govbus.processors.runtime import metrics
-from govbus.processors.gate.logic import Output
+from govbus.processors.runtime.output import Output
 from govbus.settings import Settings
 
 log = logging.getLogger("govbus.processors.runtime.batches")

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 
 from govbus.processors.runtime import metrics
 from govbus.processors.gate.deadletters import REASON
-from govbus.processors.gate.logic import Output
+from govbus.processors.runtime.output import Output
 from govbus.topics.names import TopicNames
 
 

@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import pytest
 
 from govbus.processors.router.backfill import DONE, Delivered, PartitionBackfills, marker
-from govbus.processors.gate.logic import Output
+from govbus.processors.runtime.output import Output
 from govbus.processors.runtime.partition_store import PartitionStore
 
 APPROVED = datetime(2026, 11, 23, 9, 0, tzinfo=timezone.utc)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from govbus.processors.runtime import metrics
 from govbus.processors.runtime.counting import Tally
 from govbus.processors.gate.deadletters import REASON
-from govbus.processors.gate.logic import Output
+from govbus.processors.runtime.output import Output
 from govbus.topics.names import TopicNames
 
 NAMES = TopicNames("count-test.")

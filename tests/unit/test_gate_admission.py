@@ -17,7 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from govbus.processors.gate import deadletters
-from govbus.processors.gate.logic import GateLogic, Output, Step, key_partition
+from govbus.processors.gate.logic import GateLogic, Step, key_partition
+from govbus.processors.runtime.output import Output
 from govbus.producers.generate import generate
 from govbus.producers.records import to_event
 from govbus.schemas.codec import default_codec

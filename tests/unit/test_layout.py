@@ -37,3 +37,12 @@ def test_processors_are_rooms_each_saying_what_it_holds() -> None:
         assert docstring and len(docstring) > 80, f"processors/{room}/__init__.py does not say what the room holds"
     loose = sorted(path.name for path in (ROOT / "processors").glob("*.py") if path.name != "__init__.py")
     assert loose == ["commands.py", "lifeevents.py"], loose
+
+
+def test_the_runtime_loop_knows_no_processor() -> None:
+    """Data flows one way: the gate and the router use the runtime, never the reverse (the
+    worker, which composes them into a process, is the one exception)."""
+    rooms = ("gate", "router", "freshness", "governance")
+    for name in ("batches.py", "partition_store.py", "output.py", "host.py", "metrics.py"):
+        text = (ROOT / "processors" / "runtime" / name).read_text(encoding="utf-8")
+        assert not any(f"govbus.processors.{room}" in text for room in rooms), name
