@@ -70,7 +70,7 @@ RETRY_BACKOFF_MAX_MS = 100
 # good (the cluster test, CI; librdkafka#5456, and Materialize's finding that the commit's
 # timeout is not capped). Such a call runs beside the loop, which waits this long and then
 # replaces the producer (the same transactional id fences the old one; see `_replace_producer`).
-STUCK_AFTER = 120.0
+STUCK_AFTER = 75.0  # the calls are given 60 s; past this, the call is not coming back
 
 Partition = tuple[str, int]
 
