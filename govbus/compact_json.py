@@ -9,7 +9,8 @@ so the records already on the bus, and the hashes of the audit chain, stay as th
 text, integers, booleans, null, lists and objects). A float may be spelled differently
 (``6.1e-05`` as ``0.000061``) but reads back equal; sharing records hold none. What orjson refuses (an
 integer past 64 bits, a key that is not a string) falls back to the standard library's
-spelling instead of failing.
+spelling instead of failing; such an integer reads back as a float (orjson), which no record of
+the bus holds: its integers are Avro longs.
 """
 
 from __future__ import annotations

@@ -65,6 +65,7 @@ from govbus.topics.catalog import Catalog
 from govbus.topics.names import CONFLICTS, OBJECTIONS, SUBSCRIPTIONS, VERDICTS, TopicNames
 
 log = logging.getLogger("govbus.authority")
+RUN_PATIENCE = 120.0  # seconds of refused reads or writes in a row before the authority processor stops
 ACL_RETRY_DELAYS = (0.5, 1.0, 2.0, 5.0)  # seconds between tries to bring the ACLs in line, then the processor fails
 DECISIONS = {"subscription.approve": "approved", "subscription.refuse": "refused", "subscription.revoke": "revoked"}
 
@@ -256,7 +257,9 @@ class AuthorityProcessor:
         self.settings = settings
         self.catalog = catalog
         self.names = TopicNames(settings.topic_prefix)
-        self.fold = AuthorityFold(catalog, registry, self.names, lambda objection: real_entity_id(settings, objection))
+        self._new_fold = lambda: AuthorityFold(catalog, registry, self.names,
+                                               lambda objection: real_entity_id(settings, objection))
+        self.fold = self._new_fold()
         self.ready = threading.Event()
         self.failed = False
 
@@ -266,7 +269,29 @@ class AuthorityProcessor:
                 **dict(self.fold.counts)}
 
     def run(self, stop: threading.Event) -> None:
-        """Until `stop`: learn the record, then fold new acts batch by batch."""
+        """Until `stop`: learn the record, then fold new acts batch by batch.
+
+        A read or write the broker refuses for a moment (ACLs applied a moment ago and not yet
+        in force, a broker away) starts the processor over, as a restart would: a new fold,
+        learnt again from the record, and the acts not yet marked read folded again. Only
+        failures for ``RUN_PATIENCE`` seconds in a row stop it (a dead fold must not look alive)."""
+        progress = {"at": time.monotonic()}
+        while not stop.is_set():
+            try:
+                self._run_once(stop, progress)
+                return
+            except KafkaError as error:
+                if time.monotonic() - progress["at"] > RUN_PATIENCE:
+                    log.exception("the authority processor failed for %.0f s", RUN_PATIENCE)
+                    self.failed = True
+                    self.ready.clear()
+                    raise
+                log.warning("the authority processor could not read or write (%s); starting over", error)
+                self.ready.clear()
+                self.fold = self._new_fold()
+                stop.wait(1.0)
+
+    def _run_once(self, stop: threading.Event, progress: dict[str, float]) -> None:
         record = self._record_reader()
         incoming = clients.consumer(self.settings, *[self.names.acts(p) for p in self.catalog.acting_principals()],
                                     self.names.bus(CONFLICTS), group_id=f"{self.names.prefix}govbus-authority")
@@ -277,6 +302,9 @@ class AuthorityProcessor:
             while not stop.is_set():
                 self._learn(record)
                 self._fold_batch(incoming, producer)
+                progress["at"] = time.monotonic()
+        except KafkaError:
+            raise  # `run` says it, and starts over while it may
         except Exception:  # noqa: BLE001 - a dead fold must not look alive
             log.exception("the authority processor failed")
             self.failed = True

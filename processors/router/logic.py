@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timezone
@@ -32,6 +33,7 @@ from types import MappingProxyType
 from typing import Any
 
 from kafka import TopicPartition
+from kafka.errors import KafkaError
 
 from govbus import clients, compact_json
 from govbus.processors.governance import audit
@@ -55,6 +57,7 @@ log = logging.getLogger("govbus.router")
 # library (a few hundred bytes each). At 256 a library with 400 subscriptions rebuilt them
 # for every delivery (bench: fan_out).
 STATIC_HEADERS_KEPT = 50_000
+WATCH_PATIENCE = 120.0  # seconds the subscription watcher may fail to read before the router stops routing
 EMPTY: Mapping = MappingProxyType({})
 
 
@@ -120,25 +123,53 @@ class SubscriptionBook:
         self._made_topics.add(name)
 
     def watch(self, stop: threading.Event) -> None:
-        """Follow the subscriptions topic for ever (in a thread); ready once caught up."""
+        """Follow the subscriptions topic for ever (in a thread); ready once caught up.
+
+        A failure to read (ACLs applied a moment ago and not yet in force on the broker, a
+        broker away) is said and the follow resumes where it was, from the position after the
+        last record applied — never from the start, which would briefly bring back states
+        since overtaken (a revoked subscription, active again). Only reads that keep failing
+        for ``WATCH_PATIENCE`` seconds stop the router (a dead watcher must not look alive)."""
+        positions: dict[Any, int] = {}
+        progress = {"at": time.monotonic()}
+        while not stop.is_set():
+            try:
+                self._follow(stop, positions, progress)
+                return
+            except KafkaError as error:
+                if time.monotonic() - progress["at"] > WATCH_PATIENCE:
+                    log.exception("the subscription watcher failed for %.0f s; the router stops routing", WATCH_PATIENCE)
+                    self.ready.clear()
+                    raise
+                log.warning("reading %s failed (%s); resuming where it was", self.names.bus(SUBSCRIPTIONS), error)
+                stop.wait(1.0)
+            except Exception:  # noqa: BLE001 - a dead watcher must not look alive
+                log.exception("the subscription watcher failed; the router stops routing")
+                self.ready.clear()
+                raise
+
+    def _follow(self, stop: threading.Event, positions: dict[Any, int], progress: dict[str, float]) -> None:
         consumer = clients.consumer(self.settings)
-        name = self.names.bus(SUBSCRIPTIONS)
-        partitions = [TopicPartition(name, p) for p in sorted(consumer.partitions_for_topic(name) or [0])]
-        consumer.assign(partitions)
-        consumer.seek_to_beginning()
-        ends = consumer.end_offsets(partitions)
         try:
+            name = self.names.bus(SUBSCRIPTIONS)
+            partitions = [TopicPartition(name, p) for p in sorted(consumer.partitions_for_topic(name) or [0])]
+            consumer.assign(partitions)
+            for partition in partitions:
+                if partition in positions:
+                    consumer.seek(partition, positions[partition])
+                else:
+                    consumer.seek_to_beginning(partition)
+            ends = consumer.end_offsets(partitions)
             while not stop.is_set():
                 batches = consumer.poll(timeout_ms=200)
                 events = [(record.key, record.value) for records in batches.values() for record in records]
                 if events:
                     self.apply(events)
-                if not self.ready.is_set() and all(consumer.position(tp) >= ends[tp] for tp in partitions):
+                for partition in partitions:
+                    positions[partition] = consumer.position(partition)
+                progress["at"] = time.monotonic()
+                if not self.ready.is_set() and all(positions[tp] >= ends[tp] for tp in partitions):
                     self.ready.set()
-        except Exception:  # noqa: BLE001 - a dead watcher must not look alive
-            log.exception("the subscription watcher failed; the router stops routing")
-            self.ready.clear()
-            raise
         finally:
             consumer.close()
 

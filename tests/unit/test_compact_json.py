@@ -18,7 +18,11 @@ def json_values(leaves: st.SearchStrategy) -> st.SearchStrategy:
 
 # What golden and sharing records hold: no floats (times are text, versions and offsets integers).
 JSON_VALUES = json_values(st.none() | st.booleans() | st.integers(min_value=-(2**70), max_value=2**70) | st.text())
-WITH_FLOATS = json_values(st.none() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text())
+# Read back: integers within 64 bits, as Avro's long (versions, offsets, sequences). Past that,
+# orjson reads an integer as a float (hypothesis found -2**63 - 1 coming back as -9.2e18); the
+# bus's records hold none, and `compact_json`'s docstring says so.
+LONGS = st.integers(min_value=-(2**63), max_value=2**64 - 1)
+WITH_FLOATS = json_values(st.none() | LONGS | st.floats(allow_nan=False, allow_infinity=False) | st.text())
 
 
 def standard(value: Any, sort_keys: bool) -> bytes:
