@@ -70,6 +70,10 @@ RETRY_BACKOFF_MAX_MS = 100
 # good (the cluster test, CI; librdkafka#5456, and Materialize's finding that the commit's
 # timeout is not capped). Such a call runs beside the loop, which waits this long and then
 # replaces the producer (the same transactional id fences the old one; see `_replace_producer`).
+# The codes of a producer fenced by another with its transactional id (see `_recover_fenced`).
+FENCED = frozenset({KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH})
+FENCED_REPLACEMENTS = 3
+FENCED_WINDOW_S = 600.0
 STUCK_AFTER = 75.0  # the calls are given 60 s; past this, the call is not coming back
 
 Partition = tuple[str, int]
@@ -167,6 +171,7 @@ class BatchLoop:
         self.lag: int | None = None  # messages not yet read in the partitions held, when last measured
         self.timings = BatchTimings(processor.name)
         self._stop = threading.Event()
+        self._fenced_at: list[float] = []  # when the producer was last replaced after being fenced
         self._thread: threading.Thread | None = None
         self._consumer: Any = None
         self._producer: Any = None
@@ -262,13 +267,30 @@ class BatchLoop:
             action()
             return True
         except KafkaException as error:
-            if error.args[0].fatal():
+            if error.args[0].fatal() and not self._recover_fenced(error):
                 raise
             failure: BaseException = error
         except Exception as error:  # noqa: BLE001 - said, and tried again
             failure = error
         log.warning("%s: %s failed (%s); trying again", self.processor.name, what, failure)
         return False
+
+    def _recover_fenced(self, error: KafkaException) -> bool:
+        """After a fatal "fenced" error, a new producer under the same transactional id, a few
+        times at most: seen when a broker that coordinated the transactions died mid-commit
+        (the cluster test) with no other instance alive. A real newer instance would fence
+        this one again at once, so after ``FENCED_REPLACEMENTS`` within ``FENCED_WINDOW_S`` the
+        error stands and the worker stops, as before."""
+        if error.args[0].code() not in FENCED:
+            return False
+        now = time.monotonic()
+        self._fenced_at = [moment for moment in self._fenced_at if now - moment < FENCED_WINDOW_S] + [now]
+        if len(self._fenced_at) > FENCED_REPLACEMENTS:
+            return False
+        log.warning("%s: fenced (%s); a new producer under the same transactional id, and the batch is read again",
+                    self.processor.name, error)
+        self._replace_producer()
+        return True
 
     def _batch(self, messages: list[Message]) -> None:
         if not self._retrying("preparing a batch", lambda: self.processor.before(messages, self)):
@@ -283,7 +305,10 @@ class BatchLoop:
                     checkpoint.advance(message.topic(), message.partition(), message.offset())
                 checkpoint.handled = time.monotonic()
         except (KafkaException, ProducerStuck) as error:
-            if isinstance(error, KafkaException) and not error.args[0].txn_requires_abort() \
+            if isinstance(error, KafkaException) and error.args[0].fatal():
+                if not self._recover_fenced(error):
+                    raise
+            elif isinstance(error, KafkaException) and not error.args[0].txn_requires_abort() \
                     and not error.args[0].retriable():
                 raise
             log.warning("%s: a batch's transaction failed (%s); reading it again from the last commit",
@@ -335,8 +360,8 @@ class BatchLoop:
         overtakes a partition's AddPartitionsToTxn is refused as INVALID_TXN_STATE, which
         librdkafka makes fatal (confluentinc/librdkafka#4849)."""
         producer = self._producer
-        producer.flush(_ABORT_FLUSH_S)
         try:
+            producer.flush(_ABORT_FLUSH_S)
             bounded(f"{self.processor.name}: aborting", lambda: producer.abort_transaction(60), STUCK_AFTER)
         except ProducerStuck as error:
             log.warning("%s: %s", self.processor.name, error)

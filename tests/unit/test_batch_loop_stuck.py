@@ -67,3 +67,34 @@ def test_a_commit_stuck_past_its_bound_replaces_the_producer_and_the_next_batch_
         checkpoint.advance("t", 0, 8)
     assert fresh.calls == ["begin", "offsets", "commit"]
     stuck.released.set()
+
+
+def _fenced() -> Exception:
+    from confluent_kafka import KafkaError, KafkaException
+
+    return KafkaException(KafkaError(KafkaError._FENCED, "fenced by a newer instance", fatal=True))
+
+
+def test_a_fenced_producer_is_replaced_a_few_times_then_the_error_stands(monkeypatch) -> None:
+    """Seen after a broker that coordinated the transactions died: both loops fenced though no
+    other instance lived. A new producer carries on; a real newer instance would fence it
+    again at once, so only a few replacements are made before the worker stops as before."""
+    processor = SimpleNamespace(name="router", topics=["t"])
+    loop = batches.BatchLoop(Settings(), "group", processor)  # type: ignore[arg-type]
+    made: list[FakeProducer] = []
+
+    def new_producer() -> FakeProducer:
+        made.append(FakeProducer())
+        return made[-1]
+
+    monkeypatch.setattr(loop, "_transactional_producer", new_producer)
+    loop._producer = FakeProducer()
+
+    def fenced() -> None:
+        raise _fenced()
+
+    for attempt in range(batches.FENCED_REPLACEMENTS):
+        assert loop._retrying("idle work", fenced) is False
+    assert len(made) == batches.FENCED_REPLACEMENTS and loop._producer is made[-1]
+    with pytest.raises(Exception, match="fenced"):
+        loop._retrying("idle work", fenced)
