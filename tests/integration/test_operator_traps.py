@@ -3,25 +3,31 @@ on the process list, the development key secret, an open controller listener."""
 
 from __future__ import annotations
 
-import os
 import stat
 from pathlib import Path
 
 import pytest
 
 
-def _local_cluster(broker):
-    if broker.cluster is None:
-        # Against a broker this suite did not start (GOVBUS_BOOTSTRAP_SERVERS) its files cannot be
-        # walked; CI always starts its own, so there the traps must be checked, never skipped.
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI must run the operator traps on a local broker, not on {broker.origin}")
-        pytest.skip(f"the broker is not a local one this suite started ({broker.origin})")
-    return broker.cluster
+@pytest.fixture(scope="module")
+def local(broker):
+    """A broker whose files and controller port this suite holds: the session's own when it
+    started one (CI always does), else a throw-away local one for this module — never a skip."""
+    if broker.cluster is not None:
+        yield broker
+        return
+    from govbus.broker.provision import local_broker
+    from govbus.settings import Settings
+
+    own = local_broker(Settings())
+    try:
+        yield own
+    finally:
+        own.close()
 
 
-def test_nothing_the_local_broker_keeps_is_readable_by_others(broker) -> None:
-    cluster = _local_cluster(broker)
+def test_nothing_the_local_broker_keeps_is_readable_by_others(local) -> None:
+    cluster = local.cluster
     exposed = []
     for node in cluster.nodes:
         for path in [node.directory, *node.directory.rglob("*")]:
@@ -63,16 +69,16 @@ def _acl_command(cluster, tmp_path: Path, name: str, client_config: dict[str, st
     return subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
 
 
-def test_the_controller_listener_lets_nobody_in_without_credentials(broker, bus, tmp_path: Path) -> None:
+def test_the_controller_listener_lets_nobody_in_without_credentials(local, bus, tmp_path: Path) -> None:
     from govbus import clients
     from govbus.topics import acls
 
-    cluster = _local_cluster(broker)
+    cluster = local.cluster
     forged = f"{bus.names.prefix}ingest."
     grant = ["--add", "--allow-principal", "User:mallory", "--operation", "Write", "--topic", forged,
              "--resource-pattern-type", "prefixed"]
     anonymous = _acl_command(cluster, tmp_path, "anonymous", {}, *grant)
-    admin = clients.admin(bus.settings)
+    admin = clients.admin(local.admin_settings())  # the broker behind that controller port
     try:
         granted = [acl for acl in acls.current(admin, ["mallory"], bus.names, bus.catalog)]
     finally:
