@@ -10,6 +10,9 @@ catalog wants (capped at the brokers) is drifted, and applying it reassigns each
 more brokers (the current replicas stay, so no data moves off them) and waits for the new
 replicas to catch up. ``min.insync.replicas`` is never raised above the replicas a topic has:
 when the reassignment has not completed, that change is refused and reported.
+
+Why one module of about 310 lines: compare, grow, reassign and the min.insync.replicas guard
+must run in this order on one reading of the cluster; split, the order would be implicit.
 """
 
 from __future__ import annotations
@@ -167,6 +170,7 @@ def apply(admin: KafkaAdminClient, comparisons: list[TopicComparison]) -> list[s
     grow = {c.spec.name: c.spec.partitions for c in comparisons if c.partitions is not None and c.partitions < c.spec.partitions}
     if grow:
         admin.create_partitions(grow)
+        _await_partitions(admin, grow)
         done += [f"raised {name} to {count} partitions" for name, count in grow.items()]
     reassign = [c for c in comparisons if c.reassignment]
     if reassign and grow:  # partitions just added took the old replication: plan them too
@@ -200,6 +204,22 @@ def _reassign(admin: KafkaAdminClient, comparisons: list[TopicComparison]) -> li
     _await_replicas(admin, {c.spec.name: c.spec.replication_factor for c in comparisons})
     return [f"reassigned {c.spec.name}: replication {c.replication} → {c.spec.replication_factor} "
             f"({len(c.reassignment)} partition(s))" for c in comparisons]
+
+
+PARTITIONS_TIMEOUT = 30.0  # seconds to wait for partitions just added to be listed with an in-sync replica
+
+
+def _await_partitions(admin: KafkaAdminClient, wanted: dict[str, int], timeout: float = PARTITIONS_TIMEOUT) -> None:
+    """Until the broker asked lists every topic with its new partition count, each with an in-sync
+    replica. Without it the next steps read the topic as it was: its reassignment plan missed the
+    new partitions and min.insync.replicas was refused as "0 in-sync replicas" (seen in CI)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        listed = {topic["name"]: topic["partitions"] for topic in admin.describe_topics(list(wanted))}
+        if all(len(listed.get(name, ())) >= count and all(p["isr_nodes"] for p in listed[name])
+               for name, count in wanted.items()):
+            return
+        time.sleep(0.2)
 
 
 def _await_replicas(admin: KafkaAdminClient, wanted: dict[str, int], timeout: float = REASSIGNMENT_TIMEOUT) -> None:
