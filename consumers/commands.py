@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-from govbus import clients
+from govbus import clients, collector
 from govbus.consumers import objections as sdk
 from govbus.consumers.corrections import parse_correction
 from govbus.consumers.progress import LibraryStatus
@@ -93,6 +93,7 @@ def subscribe(department: str, libraries: tuple[str, ...], store: str | None, re
     terminal = sys.stderr.isatty()
     with Subscriber(settings, department, chosen, store_url(store or f"{department}.db"),
                     replay_from=replay_from) as subscriber:
+        collector.tune()  # a subscriber applies big batches: see govbus.collector
         click.echo(f"{department}: keeping {', '.join(chosen)} in {store or f'{department}.db'}"
                    + (f", replaying {subscriber.replay.describe()}" if subscriber.replay else "") + ".", err=True)
         if once:

@@ -41,7 +41,7 @@ from govbus.processors import lifeevents
 from govbus.processors.governance import subscriptions as rules
 from govbus.processors.runtime.output import Output
 from govbus.processors.lifeevents import EventProjector
-from govbus.processors.router.projection import Projector, pseudonym_key
+from govbus.processors.router.projection import PSEUDONYM_DIGITS, PSEUDONYM_PREFIX, Projector, pseudonym_digits, pseudonym_key
 from govbus.processors.governance.subscriptions import Subscription
 from govbus.schemas.codec import Codec, around_entity_id, avro_string
 from govbus.schemas.framing import (BACKFILL, EVENT_DATE, FILTER_BEFORE, IMAGE, LIFE_EVENT, LIFE_EVENTS, MASKED, PURPOSE, ROUTED_AT,
@@ -59,6 +59,12 @@ log = logging.getLogger("govbus.router")
 STATIC_HEADERS_KEPT = 50_000
 WATCH_PATIENCE = 120.0  # seconds the subscription watcher may fail to read before the router stops routing
 EMPTY: Mapping = MappingProxyType({})
+# A pseudonym's Avro encoding before its digits (its length is fixed): the router writes the
+# digits, which are also the delivery's key, after it.
+PSEUDONYM_HEAD = avro_string(PSEUDONYM_PREFIX + "0" * PSEUDONYM_DIGITS)[:-PSEUDONYM_DIGITS]
+# Per subscription of a group but its first: pseudonym HMAC, topic, fixed headers, department, subscription, purpose.
+Member = tuple[Any, str, Headers, str, str, str]
+Groups = tuple[tuple[tuple[Projector, ...], tuple[Member, ...]], ...]
 
 
 class SubscriptionBook:
@@ -188,7 +194,7 @@ class RouterLogic:
         self._static_headers: dict[Projector, tuple[str, Headers]] = {}  # per projector: its topic and fixed headers
         self.version = codec.registry.latest(library).version  # the schema version deliveries are written in
         self._dataschema = ("ce_dataschema", schema_urn(library, self.version).encode())
-        self._groups: tuple[tuple[Projector, ...], ...] = ()
+        self._groups: Groups = ()
         self._groups_of: object = None  # the projectors tuple `_groups` was made from
         self.grouping = True  # False: one projection per subscription (the bench's baseline)
         self._entity_key = entity_keyer(self.secret, library)
@@ -207,12 +213,13 @@ class RouterLogic:
         kept = passed_on(headers)
         keys: dict[str, bytes] = {}
         outputs, shared = [], []
-        for group in self._grouped(self.book.projectors(self.library) if projectors is None else projectors):
+        for group, members in self._grouped(self.book.projectors(self.library) if projectors is None else projectors):
             due = group if not covered else [
                 projector for projector in group
                 if change["version"] > covered.get(projector.subscription_id, EMPTY).get(change["entity_id"], 0)]
             if due:
-                for output, part in self.deliver_group(due, change, record, kept, delivered_at, keys):
+                for output, part in self.deliver_group(due, change, record, kept, delivered_at, keys,
+                                                       members if due is group else None):
                     outputs.append(output)
                     shared.append(part)
         if not change["backfill"]:
@@ -228,53 +235,64 @@ class RouterLogic:
         outputs.append(self.sharing_record(chain, change, shared, delivered_at, offset))
         return outputs, chain.head
 
-    def _grouped(self, projectors: tuple[Projector, ...] | Iterable[Projector]) -> tuple[tuple[Projector, ...], ...]:
+    def _grouped(self, projectors: tuple[Projector, ...] | Iterable[Projector]) -> Groups:
         """The projectors in groups that see the same delivery (``Projector.projection``), in
-        their order; remembered for the book's current tuple (it changes with the subscriptions)."""
+        their order, each with its ``_members``; remembered for the book's current tuple (it
+        changes with the subscriptions)."""
         if self._groups_of is not projectors:
             groups: dict[Any, list[Projector]] = {}
             for projector in projectors:
                 groups.setdefault(projector.projection if self.grouping else id(projector), []).append(projector)
-            self._groups = tuple(tuple(group) for group in groups.values())
+            self._groups = tuple((tuple(group), self._members(group)) for group in groups.values())
             self._groups_of = projectors
         return self._groups
 
     def deliver_group(self, group: Sequence[Projector], change: dict[str, Any], record: dict[str, Any], kept: Headers,
-                      delivered_at: datetime, keys: dict[str, bytes]) -> list[tuple[Output, audit.Record]]:
+                      delivered_at: datetime, keys: dict[str, bytes],
+                      members: Sequence[Member] | None = None) -> list[tuple[Output, audit.Record]]:
         """The deliveries of `change` to subscriptions that see the same projection: projected
         and encoded once, then only the entity id changed for each subscription that knows the
         entity by a pseudonym of its own (``codec.around_entity_id``). Why: with many
         subscriptions sharing a few projections the router's cost per change grows with the
-        projections, not with the subscriptions (bench: fan_out)."""
+        projections, not with the subscriptions (bench: fan_out). `members`: ``_members`` of
+        the group, when already made."""
         delivered, masked = group[0].project(change, delivered_at)
         if delivered is None:
             return []
         value = self._encoded(delivered, record)
         first = self._delivery(group[0], delivered["entity_id"], value, delivered, masked, kept, keys)
-        deliveries, tail = [first], self._tail(delivered, masked)
-        fields, masked_names, fixed_of = first[1]["fields"], first[1]["masked"], self._fixed_of
+        deliveries = [first]
+        if len(group) == 1:
+            return deliveries
+        fields, masked_names = first[1]["fields"], first[1]["masked"]
+        front = [*kept, *self._tail(delivered, masked)]
+        new = tuple.__new__  # an Output without the named tuple's Python-level constructor
         # The hot loop of a wide fan-out: nothing here but what differs per subscription. A
         # group shares its projection, so either every member hides the key or none does.
         if group[0].hides_key:
-            real = str(change["entity_id"])
+            entity = str(change["entity_id"]).encode()
             before, after = around_entity_id(value)
-            for projector in group[1:]:
-                entity_id = projector.pseudonym(real)
-                key = pseudonym_key(entity_id)
-                topic, headers = fixed_of(projector)
-                deliveries.append((Output(topic, key, before + avro_string(entity_id) + after,
-                                          [*kept, *headers, ("ce_subject", key), *tail]),
-                                   {"department": projector.department, "subscription": projector.subscription_id,
-                                    "purpose": projector.purpose, "fields": fields, "masked": masked_names}))
+            before += PSEUDONYM_HEAD
+            for keyed, topic, headers, department, subscription, purpose in members or self._members(group):
+                key = pseudonym_digits(keyed, entity)
+                deliveries.append((new(Output, (topic, key, before + key + after, [*front, ("ce_subject", key), *headers])),
+                                   {"department": department, "subscription": subscription, "purpose": purpose,
+                                    "fields": fields, "masked": masked_names}))
         else:
             key = first[0].key
-            for projector in group[1:]:
-                topic, headers = fixed_of(projector)
-                deliveries.append((Output(topic, key, value, [*kept, *headers, ("ce_subject", key), *tail]),
-                                   {"department": projector.department, "subscription": projector.subscription_id,
-                                    "purpose": projector.purpose, "fields": fields, "masked": masked_names}))
+            front.append(("ce_subject", key))
+            for _, topic, headers, department, subscription, purpose in members or self._members(group):
+                deliveries.append((new(Output, (topic, key, value, front + headers)),
+                                   {"department": department, "subscription": subscription, "purpose": purpose,
+                                    "fields": fields, "masked": masked_names}))
         self.deliveries += len(group) - 1
         return deliveries
+
+    def _members(self, group: Sequence[Projector]) -> tuple[Member, ...]:
+        """What a delivery to each subscription of `group` but the first needs and the change
+        does not decide: its pseudonym HMAC, topic, fixed headers and names for the sharing record."""
+        return tuple((projector.pseudonym_hmac, *self._fixed_of(projector), projector.department,
+                      projector.subscription_id, projector.purpose) for projector in group[1:])
 
     def deliver(self, projector: Projector, change: dict[str, Any], record: dict[str, Any], kept: Headers,
                 delivered_at: datetime, keys: dict[str, bytes] | None = None) -> tuple[Output, audit.Record] | None:
@@ -300,7 +318,7 @@ class RouterLogic:
         """One subscription's delivery message (keyed by the id it knows the entity by) and its
         part of the sharing record."""
         key = self._key_of(projector, entity_id, keys)
-        out_headers = [*kept, *self._headers_of(projector), ("ce_subject", key), *self._tail(delivered, masked)]
+        out_headers = [*kept, *self._tail(delivered, masked), ("ce_subject", key), *self._headers_of(projector)]
         self.deliveries += 1
         return (Output(self.names.deliver(projector.department, self.library), key, value, out_headers),
                 audit.delivery_of(projector, delivered, masked))

@@ -44,6 +44,7 @@ Delivered = dict[str, Any]
 
 
 PSEUDONYM_PREFIX = "p-"
+PSEUDONYM_DIGITS = 32  # hex digits of the HMAC after the prefix: every pseudonym has the same length
 
 
 def keyed_hmac(key: bytes, prefix: bytes) -> Any:
@@ -58,6 +59,14 @@ def keyed_hmac(key: bytes, prefix: bytes) -> Any:
     else:
         keyed = hmac_new(key, prefix, digestmod="sha256")
     return keyed
+
+
+def pseudonym_digits(keyed: Any, entity_id: bytes) -> bytes:
+    """The hex digits of the pseudonym of `entity_id` for the subscription `keyed` belongs to
+    (``Projector.pseudonym_hmac``): what follows ``PSEUDONYM_PREFIX``, and the delivery's key."""
+    digest = keyed.copy()
+    digest.update(entity_id)
+    return digest.hexdigest()[:PSEUDONYM_DIGITS].encode()
 
 
 def pseudonym_key(pseudonym: str) -> bytes:
@@ -162,9 +171,12 @@ class Projector:
         """The id this subscriber sees for `entity_id` (itself unless the key is hidden)."""
         if self._pseudonym_hmac is None:
             return entity_id
-        keyed = self._pseudonym_hmac.copy()
-        keyed.update(entity_id.encode("utf-8"))
-        return PSEUDONYM_PREFIX + keyed.hexdigest()[:32]
+        return PSEUDONYM_PREFIX + pseudonym_digits(self._pseudonym_hmac, entity_id.encode("utf-8")).decode()
+
+    @property
+    def pseudonym_hmac(self) -> Any:
+        """The keyed HMAC `pseudonym_digits` copies (None when the key is not hidden)."""
+        return self._pseudonym_hmac
 
     def project(self, change: Mapping[str, Any],
                 now: datetime | None = None) -> tuple[Delivered | None, tuple[str, ...]]:

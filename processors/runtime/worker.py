@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from govbus import collector
 from govbus.processors.runtime.batches import BatchLoop, BatchProcessor
 from govbus.schemas.codec import default_codec
 from govbus.settings import Settings
@@ -166,10 +167,12 @@ def run(settings: Settings, processors: Iterable[str], loglevel: str = "info") -
     if "freshness" in chosen:
         import faust
 
+        collector.tune()
         faust.Worker(build_faust(settings, chosen), loglevel=loglevel, quiet=True).execute_from_commandline()
         return
     from govbus.processors.runtime.host import serve
 
     catalog = load_catalog(settings.catalog_dir)
     registered = {name: BATCHED[name](settings, catalog) for name in chosen}
+    collector.tune()  # after start-up: the catalog, schemas and loops are never walked again
     serve(settings, chosen, registered, loglevel)

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from govbus import collector
 from govbus.bench import workload
 from govbus.bench.context import Context
 from govbus.bench.subscriptions import approved_in_memory
@@ -64,6 +65,7 @@ def run(context: Context, profile: bool = True) -> dict[str, Any]:
         return outputs
 
     gate_pass()  # warm: imports, caches, the codec's parsed schemas
+    collector.tune()  # the worker's garbage-collector settings
     gate_seconds, shared = _timed(gate_pass)
     router_seconds, outputs = _timed(lambda: router_pass(shared))
     result = {
