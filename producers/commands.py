@@ -55,6 +55,7 @@ def publish(library: str, department: str, input_path: str, file_format: str | N
     progress = Progress(sys.stderr, sys.stderr.isatty(), measure_input(stream))
     with stream, open(rejects_target, "w", encoding="utf-8") as rejects, \
             Publisher(settings, department, library, source_system=source_system) as publisher:
+        publisher.connect()  # a wrong password, a missing ACL or topic: said once, before any record
         for line in read_source(stream, detect_format(input_path, file_format), library, default_registry()):
             problems: list[dict[str, Any]]
             if line.record is None:

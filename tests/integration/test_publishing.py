@@ -15,6 +15,7 @@ from govbus import clients
 from govbus.producers.generate import generate
 from govbus.producers.publisher import Publisher
 from govbus.schemas.registry import default_registry
+from kafka_helpers import until_allowed
 
 SOURCES = {"population": "public_security", "legal_entity": "market_regulation",
            "credit": "development_reform", "certificate": "data_bureau"}
@@ -156,3 +157,27 @@ def test_a_send_the_broker_refuses_is_reported_with_its_event_id_not_dropped(bus
     assert report.delivered == 0
     assert sorted(event_id for event_id, _ in report.failures) == sorted(result.event_id for result in results)
     assert all("AUTHORIZATION" in error for _, error in report.failures), report.failures
+
+
+def test_connect_says_before_any_record_that_the_principal_may_not_publish(bus) -> None:
+    """A source that starts learns of a missing right at once, with its cause."""
+    from govbus.producers.publisher import PublisherError
+
+    bus.apply_catalog()
+
+    def connected() -> None:  # its own ingest topic, once the broker applies the ACLs just made
+        with Publisher(bus.as_principal("public_security"), "public_security", "population", names=bus.names) as own:
+            own.connect(timeout=30)
+
+    until_allowed(connected)
+    with Publisher(bus.as_principal("civil_affairs"), "public_security", "population", names=bus.names) as publisher:
+        with pytest.raises(PublisherError, match="may not publish to .*acl apply"):
+            publisher.connect(timeout=30, patience=1)
+
+
+def test_connect_says_when_the_ingest_topic_is_missing(bus) -> None:
+    from govbus.producers.publisher import PublisherError
+
+    with Publisher(bus.settings, "public_security", "population", names=bus.names) as publisher:
+        with pytest.raises(PublisherError, match="no ingest topic .*topics apply"):
+            publisher.connect(timeout=30, patience=1)
