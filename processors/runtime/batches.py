@@ -64,6 +64,11 @@ FETCH_WAIT_MS = 500
 # 20 ms for this since KAFKA-5477; confluent-kafka-python issue #967).
 RETRY_BACKOFF_MS = 5
 RETRY_BACKOFF_MAX_MS = 100
+# A batch's outputs wait in librdkafka until its commit, whose flush sends them at once (flush
+# overrides linger): a few large produce requests per batch rather than one every 5 ms. Bench,
+# offered 1,000 events/s, same machine: CPU per 1,000 events with the broker 1.79 -> 1.63 s,
+# freshness p50 0.51 -> 0.29 s (linger 5 ms -> 200 ms).
+TRANSACTION_LINGER_MS = 200
 
 # librdkafka does not always honour the timeout of a transactional call: after a broker that
 # was the transaction coordinator died, a gate's commit_transaction(60) was seen blocked for
@@ -230,7 +235,8 @@ class BatchLoop:
             producer = clients.fast_producer(
                 self.settings, **{"transactional.id": instance_id(self.settings, self.group, self.processor.name),
                                   "transaction.timeout.ms": TRANSACTION_TIMEOUT_MS,
-                                  "retry.backoff.ms": RETRY_BACKOFF_MS, "retry.backoff.max.ms": RETRY_BACKOFF_MAX_MS})
+                                  "retry.backoff.ms": RETRY_BACKOFF_MS, "retry.backoff.max.ms": RETRY_BACKOFF_MAX_MS,
+                                  "linger.ms": TRANSACTION_LINGER_MS})
             try:
                 producer.init_transactions(60)
                 return producer
