@@ -65,6 +65,7 @@ class Watched:
     cpu_end: float | None = None
     rss_peak_sampled: int = 0
     rss_peak: int | None = None
+    cpu_total: float | None = None  # of a process that ended in the window (see ProcessWatch.ended)
 
     def cpu(self) -> float:
         times = self.process.cpu_times()
@@ -89,6 +90,12 @@ class ProcessWatch:
 
     def add(self, name: str, pid: int | None = None) -> None:
         self.watched[name] = Watched(name, psutil.Process(pid or os.getpid()))
+
+    def ended(self, name: str, cpu_seconds: float) -> None:
+        """A watched child that ended in the window used `cpu_seconds` in all (its own count
+        from the kernel once reaped: see ``child_cpu``; psutil cannot read an ended process)."""
+        entry = self.watched[name]
+        entry.cpu_start, entry.cpu_total = 0.0, cpu_seconds
 
     def add_broker(self, pids: list[int]) -> None:
         """The local broker's nodes, named so that ``per_thousand`` keeps them apart."""
@@ -118,7 +125,7 @@ class ProcessWatch:
         for name, entry in self.watched.items():
             try:
                 entry.sample()
-                entry.cpu_end = entry.cpu()
+                entry.cpu_end = entry.cpu() if entry.cpu_total is None else entry.cpu_start + entry.cpu_total
             except psutil.Error:
                 entry.cpu_end = entry.cpu_start
             peak = entry.rss_peak or entry.rss_peak_sampled
@@ -160,3 +167,12 @@ class Clock:
 
     def seconds(self) -> float:
         return time.perf_counter() - self.started
+
+
+def child_cpu() -> float:
+    """CPU seconds of this process's ended and reaped children so far: the difference over a
+    child's ``wait`` is that child's own."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
