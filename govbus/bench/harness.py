@@ -19,7 +19,7 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from kafka import TopicPartition
@@ -333,17 +333,27 @@ def warm_up(pipeline: Pipeline, count: int, echo: Any, settle: bool = True) -> N
 
     started = time.monotonic()
     _through(pipeline, workload.population_changes(count, seed=3), None)
-    rounds, compiling = 0, None
-    while settle and pipeline.broker_pids and time.monotonic() - started < WARM_UP_SECONDS:
-        before = compiler_seconds(pipeline.broker_pids)
-        moment = time.monotonic()
-        _through(pipeline, workload.population_changes(SETTLE_RATE * SETTLE_ROUND_S, seed=4 + rounds), SETTLE_RATE)
-        rounds += 1
-        compiling = (compiler_seconds(pipeline.broker_pids) - before) / (time.monotonic() - moment)
-        if compiling < SETTLED_COMPILER_CORES:
-            break
+    rounds, compiling = until_compiled(pipeline.broker_pids if settle else [], lambda number: _through(
+        pipeline, workload.population_changes(SETTLE_RATE * SETTLE_ROUND_S, seed=4 + number), SETTLE_RATE))
     echo(f"warmed up with {count + rounds * SETTLE_RATE * SETTLE_ROUND_S} changes in {time.monotonic() - started:.0f} s"
          + (f"; the broker's JIT compiler at {compiling:.2f} of a core" if compiling is not None else ""))
+
+
+def until_compiled(broker_pids: list[int], one_round: Callable[[int], None]) -> tuple[int, float | None]:
+    """`one_round(number)` again and again until the local broker's JIT compiler threads use
+    less than ``SETTLED_COMPILER_CORES`` of a core over a round, for at most
+    ``WARM_UP_SECONDS``: the rounds run and the compiler's last share of a core (None: no local
+    broker, nothing run). Every figure that counts the broker is measured warm: the bus's and
+    the topology ceiling's alike."""
+    started, rounds, compiling = time.monotonic(), 0, None
+    while broker_pids and time.monotonic() - started < WARM_UP_SECONDS:
+        before, moment = compiler_seconds(broker_pids), time.monotonic()
+        one_round(rounds)
+        rounds += 1
+        compiling = (compiler_seconds(broker_pids) - before) / (time.monotonic() - moment)
+        if compiling < SETTLED_COMPILER_CORES:
+            break
+    return rounds, compiling
 
 
 def _through(pipeline: Pipeline, records: list[dict[str, Any]], rate: float | None) -> None:

@@ -143,6 +143,11 @@ def _topology(entry: dict[str, Any]) -> list[str]:
         rows.append((f"{client}: CPU s per 1000 events (clients)", cpu.get("total")))
         if "total_with_broker" in cpu:
             rows.append((f"{client}: CPU s per 1000 events (clients and broker)", cpu["total_with_broker"]))
+    warm = entry.get("warm_up")
+    if warm:
+        rows.append(("warm-up rounds before measuring (broker JIT compiler's last share of a core)",
+                     f"{warm['rounds']} ({warm['compiler_cores']:.2f})" if warm.get("compiler_cores") is not None
+                     else warm["rounds"]))
     return _table(rows)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 from click.testing import CliRunner
@@ -55,3 +56,16 @@ def test_bench_writes_results_with_machine_versions_ratios_and_sane_figures(on_s
     assert rates and all(value > 0 for _, value in rates), rates
     text = markdown_file.read_text()
     assert "## end to end" in text and "## Ratios" in text and document["machine"]["cpu_model"] in text
+
+
+def test_the_warm_up_reads_how_long_the_broker_jit_compiler_has_run(broker) -> None:
+    """The bench's warm-up waits for the broker's JIT compiler threads to settle; a broker
+    that has served a test session has compiled for a while, and the figure grows, never shrinks."""
+    from govbus.bench.harness import compiler_seconds
+
+    pids = broker.cluster.pids() if broker.cluster is not None else []
+    assert pids, "the session's broker is the suite's own local broker"
+    first = compiler_seconds(pids)
+    assert first > 0
+    assert compiler_seconds(pids) >= first
+    assert compiler_seconds([os.getpid()]) == 0  # a Python process has no such threads
