@@ -60,6 +60,8 @@ ROOM_WAIT_SECONDS = 0.05
 """How long one wait for room in a full local queue lasts (serving delivery callbacks)."""
 CONNECT_PATIENCE = 20.0
 """Seconds a refused ``connect`` is tried again (ACLs and topics applied a moment ago)."""
+FATAL_SETTLE_SECONDS = 0.2
+"""How long ``connect`` lets the client report an early fatal error before each check."""
 
 log = logging.getLogger("govbus.publisher")
 
@@ -119,10 +121,13 @@ class Publisher:
         self._schema_version = self._codec.registry.latest(library).version
         self._secret = settings.key_secret.encode()
         self._builder = default_builder()
-        self._producer = clients.fast_producer(settings, **{
+        self._fatal: KafkaError | None = None  # the client's fatal error, once it has had one
+        self._new_producer = partial(clients.fast_producer, settings, **{
             "queue.buffering.max.messages": queued_records,
             "queue.buffering.max.kbytes": QUEUE_MEGABYTES * 1024,
+            "error_cb": self._client_error,
         })
+        self._producer = self._new_producer()
         self._lock = threading.Lock()
         self._closed = False
         self.report = DeliveryReport()
@@ -147,7 +152,9 @@ class Publisher:
             time.sleep(0.5)
 
     def _refusal(self, timeout: float) -> str | None:
-        """Why this publisher cannot write its ingest topic now, or None when it can."""
+        """Why this publisher cannot write its ingest topic now, or None when it can. A client
+        that failed for good before its first record (its idempotent producer id refused while
+        the ACLs just applied were not yet in force) is replaced: nothing was sent with it."""
         try:
             metadata = self._producer.list_topics(self.topic, timeout)
         except KafkaException as error:
@@ -160,6 +167,11 @@ class Publisher:
         if problem is not None:
             return (f"{self.department} may not publish to {self.topic} ({problem.str()}): check the principal "
                     "and `govbus acl apply`")
+        self._producer.poll(FATAL_SETTLE_SECONDS)  # its error callbacks: an early fatal one among them
+        if self._fatal is not None:
+            failure = f"the publisher's client failed before its first record: {_described(self._fatal)}"
+            self._fatal, self._producer = None, self._new_producer()
+            return failure
         return None
 
     # -- publishing ----------------------------------------------------------------------
@@ -184,6 +196,14 @@ class Publisher:
         event_id = event["event_id"]
         self._send(key, value, headers, partial(self._answered, event_id, True))
         return PublishResult(event["entity_id"], event_id)
+
+    def _client_error(self, error: KafkaError) -> None:
+        """librdkafka's error callback (inside ``poll``): a fatal error is kept for ``connect``;
+        the others (a broker away for a moment) librdkafka retries by itself."""
+        if error.fatal():
+            self._fatal = error
+        else:
+            log.debug("publisher client: %s", _described(error))
 
     def heartbeat(self) -> None:
         """Say "alive, nothing changed": a source with nothing to publish within its cadence
