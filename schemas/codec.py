@@ -11,8 +11,10 @@ specification. The Apache Python package (1.12) keeps `{"type":"long"}` for fiel
 logical type in its canonical form, so its `Schema.fingerprint()` differs for our schemas:
 look payloads up through this registry, not through that method.
 
-The per-record path does no more than fastavro's own schemaless calls: the schemas are
-parsed once, by the registry, and the header is precomputed per version.
+The schemas are parsed once, by the registry, and the header is precomputed per version.
+Records are written and read by code compiled per schema version (``avro_writer``,
+``avro_reader``): fastavro's bytes and records, with fastavro behind them for whatever they
+refuse.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from typing import Any
 
 from fastavro import schemaless_reader, schemaless_writer
 
+from .avro_reader import Reader, compile_reader
+from .avro_writer import Writer, compile_writer
 from .registry import SchemaRegistry, SchemaVersion, default_registry
 
 MAGIC = b"\xc3\x01"
@@ -64,18 +68,27 @@ class Codec:
 
     def __init__(self, registry: SchemaRegistry | None = None) -> None:
         self.registry = registry or default_registry()
-        self._headers: dict[tuple[str, int | None], tuple[bytes, Any]] = {}
+        self._headers: dict[tuple[str, int | None], tuple[bytes, Any, Writer | None]] = {}
+        self._readers: dict[tuple[str, int], Reader | None] = {}
 
-    def _writer(self, library: str, version: int | None) -> tuple[bytes, Any]:
+    def _writer(self, library: str, version: int | None) -> tuple[bytes, Any, Writer | None]:
+        """The version's header, fastavro's parsed schema and its compiled writer (if any)."""
         found = self._headers.get((library, version))
         if found is None:
             schema = self.registry.get(library, version)
-            found = self._headers[(library, version)] = (header(schema), schema.parsed)
+            found = self._headers[(library, version)] = (header(schema), schema.parsed, compile_writer(schema.schema))
         return found
 
     def encode(self, library: str, record: dict[str, Any], version: int | None = None) -> bytes:
-        """The single-object encoding of `record` (latest schema version unless given)."""
-        prefix, parsed = self._writer(library, version)
+        """The single-object encoding of `record` (latest schema version unless given): by the
+        schema's compiled writer (``avro_writer``), or by fastavro when there is none or the
+        compiled one refuses a value (fastavro then encodes it, or says what is wrong)."""
+        prefix, parsed, compiled = self._writer(library, version)
+        if compiled is not None:
+            try:
+                return prefix + compiled(record)
+            except Exception:  # noqa: BLE001 - fastavro writes the record or names what is wrong
+                pass
         buffer = BytesIO()
         buffer.write(prefix)
         try:
@@ -83,6 +96,13 @@ class Codec:
         except (TypeError, ValueError, AttributeError, KeyError, OverflowError) as error:
             raise EncodeError(f"{library} event does not fit its schema: {error}") from error
         return buffer.getvalue()
+
+    def _reader(self, schema: SchemaVersion) -> Reader | None:
+        """The compiled reader of one writer schema (``avro_reader``), made on first use."""
+        key = (schema.library, schema.version)
+        if key not in self._readers:
+            self._readers[key] = compile_reader(schema.schema, HEADER_LENGTH)
+        return self._readers[key]
 
     def writer_schema(self, payload: bytes) -> SchemaVersion:
         """The schema the payload was written with, read from its header."""
@@ -107,6 +127,13 @@ class Codec:
         reader = writer
         if reader_version is not None and reader_version != writer.version:
             reader = self.registry.get(writer.library, reader_version)
+        else:
+            compiled = self._reader(writer)
+            if compiled is not None:
+                try:
+                    return writer, compiled(payload)
+                except Exception:  # noqa: BLE001 - fastavro reads it, or says what is wrong
+                    pass
         body = BytesIO(payload)
         body.seek(HEADER_LENGTH)
         try:
