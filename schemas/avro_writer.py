@@ -18,16 +18,15 @@ byte for byte over every library's generated records, projections and edge value
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from datetime import date, datetime, timezone
+from datetime import date, datetime
 from typing import Any
 
-EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
+from .avro_compiling import EPOCH, EPOCH_ORDINAL, SchemaCompiler
+
 LONG_RANGE = 1 << 63
 ONE_BYTE = [bytes((value,)) for value in range(128)]
 STRING_LENGTHS = [bytes((length << 1,)) for length in range(64)]  # zigzag lengths that fit one byte
 NULLABLE_STRING_LENGTHS = [b"\x02" + length for length in STRING_LENGTHS]  # union branch 1, then the length
-PRIMITIVES = frozenset({"string", "long", "int", "null", "boolean"})
 Writer = Callable[[Mapping[str, Any]], bytes]
 
 
@@ -44,7 +43,6 @@ def long_bytes(number: int) -> bytes:
         number >>= 7
     out.append(number)
     return bytes(out)
-
 
 
 def timestamp_millis(value: Any) -> int:
@@ -73,109 +71,66 @@ def items(value: Any) -> list | tuple:
     return value
 
 
-class Unsupported(Exception):
-    """The schema uses a type these writers do not compile."""
+class _WriterCompiler(SchemaCompiler):
+    """Each value (`slot`: an expression) appended to the bytearray ``out``."""
 
-
-class _Compiler:
-    """Python source for one schema: each value appended to the bytearray ``out``."""
-
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-        self.constants: dict[str, Any] = {}
-        self.named: dict[str, Any] = {}
-        self.count = 0
-
-    def name(self, prefix: str) -> str:
-        self.count += 1
-        return f"{prefix}{self.count}"
-
-    def emit(self, depth: int, line: str) -> None:
-        self.lines.append("    " * depth + line)
-
-    def value(self, schema: Any, expression: str, depth: int, namespace: str = "") -> None:
-        schema = self._resolved(schema, namespace)
-        if isinstance(schema, list):
-            self._union(schema, expression, depth, namespace)
-            return
-        kind = schema if isinstance(schema, str) else schema.get("type")
-        logical = schema.get("logicalType") if isinstance(schema, dict) else None
-        if isinstance(kind, (dict, list)):
-            self.value(kind, expression, depth, namespace)
-        elif logical == "timestamp-millis" and kind == "long":
-            self.emit(depth, f"out += long_bytes(timestamp_millis({expression}))")
-        elif logical == "date" and kind == "int":
-            self.emit(depth, f"out += long_bytes(days({expression}))")
-        elif logical is not None:
-            raise Unsupported(f"logical type {logical}")
-        elif kind == "string":
-            self._string(expression, depth)
-        elif kind in ("long", "int"):
-            self.emit(depth, f"out += long_bytes({expression} + 0)")  # + 0: a float or text raises
-        elif kind == "boolean":
-            variable = self.name("b")
-            self.emit(depth, f"{variable} = {expression}")
-            self.emit(depth, f"if type({variable}) is not bool: raise TypeError('not a boolean')")
-            self.emit(depth, f"out += b'\\x01' if {variable} else b'\\x00'")
-        elif kind == "null":
-            self.emit(depth, f"if {expression} is not None: raise TypeError('not null')")
-        elif kind == "enum":
-            table = self.name("ENUM")
-            self.constants[table] = {symbol: long_bytes(index) for index, symbol in enumerate(schema["symbols"])}
-            self.emit(depth, f"out += {table}[{expression}]")
-        elif kind == "array":
-            self._array(schema, expression, depth, namespace)
-        elif kind == "record":
-            self._record(schema, expression, depth)
-        else:
-            raise Unsupported(f"type {kind}")
-
-    def _resolved(self, schema: Any, namespace: str) -> Any:
-        """A named type's definition for a reference to it; a definition is remembered."""
-        if isinstance(schema, str) and schema not in PRIMITIVES:
-            found = self.named.get(schema) or self.named.get(f"{namespace}.{schema}")
-            if found is None:
-                raise Unsupported(f"unknown named type {schema}")
-            return found
-        if isinstance(schema, dict) and "name" in schema and schema.get("type") in ("record", "enum", "fixed"):
-            space = schema.get("namespace", namespace)
-            full = schema["name"] if "." in schema["name"] or not space else f"{space}.{schema['name']}"
-            self.named[full] = self.named[schema["name"]] = schema
-        return schema
-
-    def _union(self, schema: list, expression: str, depth: int, namespace: str) -> None:
-        if len(schema) != 2 or schema[0] != "null":
-            raise Unsupported(f"union {schema}")
+    def nullable(self, schema: Any, slot: str, depth: int, namespace: str) -> None:
         variable = self.name("u")
-        self.emit(depth, f"{variable} = {expression}")
+        self.emit(depth, f"{variable} = {slot}")
         self.emit(depth, f"if {variable} is None:")
         self.emit(depth + 1, "out += b'\\x00'")
         self.emit(depth, "else:")
-        if self._resolved(schema[1], namespace) == "string":  # the common case: branch and length in one step
+        if self.resolved(schema, namespace) == "string":  # the common case: branch and length in one step
             self._string(variable, depth + 1, "NULLABLE_STRING_LENGTHS", "b'\\x02' + ")
         else:
             self.emit(depth + 1, "out += b'\\x02'")
-            self.value(schema[1], variable, depth + 1, namespace)
+            self.value(schema, variable, depth + 1, namespace)
 
-    def _string(self, expression: str, depth: int, lengths: str = "STRING_LENGTHS", branch: str = "") -> None:
+    def timestamp_millis(self, slot: str, depth: int) -> None:
+        self.emit(depth, f"out += long_bytes(timestamp_millis({slot}))")
+
+    def date(self, slot: str, depth: int) -> None:
+        self.emit(depth, f"out += long_bytes(days({slot}))")
+
+    def string(self, slot: str, depth: int) -> None:
+        self._string(slot, depth)
+
+    def _string(self, slot: str, depth: int, lengths: str = "STRING_LENGTHS", branch: str = "") -> None:
         data = self.name("s")
-        self.emit(depth, f"{data} = {expression}.encode()")
+        self.emit(depth, f"{data} = {slot}.encode()")
         self.emit(depth, f"out += {lengths}[len({data})] if len({data}) < 64 else {branch}long_bytes(len({data}))")
         self.emit(depth, f"out += {data}")
 
-    def _array(self, schema: dict, expression: str, depth: int, namespace: str) -> None:
+    def long(self, slot: str, depth: int) -> None:
+        self.emit(depth, f"out += long_bytes({slot} + 0)")  # + 0: a float or text raises
+
+    def boolean(self, slot: str, depth: int) -> None:
+        variable = self.name("b")
+        self.emit(depth, f"{variable} = {slot}")
+        self.emit(depth, f"if type({variable}) is not bool: raise TypeError('not a boolean')")
+        self.emit(depth, f"out += b'\\x01' if {variable} else b'\\x00'")
+
+    def null(self, slot: str, depth: int) -> None:
+        self.emit(depth, f"if {slot} is not None: raise TypeError('not null')")
+
+    def enum(self, symbols: tuple[str, ...], slot: str, depth: int) -> None:
+        table = self.name("ENUM")
+        self.constants[table] = {symbol: long_bytes(index) for index, symbol in enumerate(symbols)}
+        self.emit(depth, f"out += {table}[{slot}]")
+
+    def array(self, item_schema: Any, slot: str, depth: int, namespace: str) -> None:
         listed, item = self.name("a"), self.name("i")
-        self.emit(depth, f"{listed} = items({expression})")
+        self.emit(depth, f"{listed} = items({slot})")
         self.emit(depth, f"if {listed}:")
         self.emit(depth + 1, f"out += long_bytes(len({listed}))")
         self.emit(depth + 1, f"for {item} in {listed}:")
-        self.value(schema["items"], item, depth + 2, namespace)
+        self.value(item_schema, item, depth + 2, namespace)
         self.emit(depth, "out += b'\\x00'")
 
-    def _record(self, schema: dict, expression: str, depth: int) -> None:
+    def record(self, schema: Mapping[str, Any], slot: str, depth: int) -> None:
         namespace = schema.get("namespace", "")
         record = self.name("r")
-        self.emit(depth, f"{record} = {expression}")
+        self.emit(depth, f"{record} = {slot}")
         self.emit(depth, f"if not isinstance({record}, dict): raise TypeError('not a record')")
         for field in schema["fields"]:
             if "default" in field and field["default"] is None:
@@ -192,14 +147,7 @@ class _Compiler:
 def compile_writer(schema: Mapping[str, Any]) -> Writer | None:
     """A function writing a record of `schema` (its full JSON form) as fastavro's
     ``schemaless_writer`` would; None when the schema has a type it does not compile."""
-    compiler = _Compiler()
-    try:
-        compiler.value(dict(schema), "record", 1)
-    except Unsupported:
-        return None
-    source = "\n".join(["def write(record):", "    out = bytearray()", *compiler.lines, "    return bytes(out)"])
-    scope: dict[str, Any] = {"long_bytes": long_bytes, "items": items, "STRING_LENGTHS": STRING_LENGTHS,
-                             "NULLABLE_STRING_LENGTHS": NULLABLE_STRING_LENGTHS,
-                             "timestamp_millis": timestamp_millis, "days": days, **compiler.constants}
-    exec(compile(source, f"<avro writer {schema.get('name')}>", "exec"), scope)  # noqa: S102 - our own schema's code
-    return scope["write"]
+    return _WriterCompiler().function(
+        schema, ["def write(record):", "    out = bytearray()"], ["    return bytes(out)"],
+        {"long_bytes": long_bytes, "items": items, "timestamp_millis": timestamp_millis, "days": days,
+         "STRING_LENGTHS": STRING_LENGTHS, "NULLABLE_STRING_LENGTHS": NULLABLE_STRING_LENGTHS}, "avro writer")

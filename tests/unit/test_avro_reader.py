@@ -12,16 +12,12 @@ from fastavro import schemaless_reader, schemaless_writer
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from govbus.producers.generate import generate
-from govbus.producers.records import default_builder
 from govbus.schemas.avro_reader import compile_reader
 from govbus.schemas.codec import HEADER_LENGTH, CorruptPayloadError, default_codec, header
 from govbus.schemas.registry import default_registry
+from generated_events import SOURCES, events
 
 REGISTRY = default_registry()
-SOURCES = {"population": "public_security", "legal_entity": "market_regulation",
-           "credit": "development_reform", "certificate": "data_bureau"}
-AT = datetime(2026, 12, 6, 9, 30, 15, 123456, tzinfo=timezone.utc)
 
 
 def payload_of(library: str, version: int, record: dict[str, Any]) -> bytes:
@@ -51,12 +47,6 @@ def _types(value: Any) -> Any:
     if isinstance(value, list):
         return [_types(item) for item in value]
     return (type(value), getattr(value, "tzinfo", None))
-
-
-def events(library: str, count: int, seed: int, **options: Any) -> list[dict[str, Any]]:
-    builder = default_builder()
-    return [builder.to_event(library, SOURCES[library], record, "unit", now=AT)
-            for record in generate(library, count, seed, department=SOURCES[library], **options)]
 
 
 @pytest.mark.parametrize("library", sorted(SOURCES))

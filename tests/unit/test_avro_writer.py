@@ -12,16 +12,12 @@ from fastavro import schemaless_writer
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from govbus.producers.generate import generate
-from govbus.producers.records import default_builder
 from govbus.schemas.avro_writer import compile_writer, long_bytes
 from govbus.schemas.codec import EncodeError, default_codec
 from govbus.schemas.registry import default_registry
+from generated_events import AT, SOURCES, events
 
 REGISTRY = default_registry()
-SOURCES = {"population": "public_security", "legal_entity": "market_regulation",
-           "credit": "development_reform", "certificate": "data_bureau"}
-AT = datetime(2026, 12, 6, 9, 30, 15, 123456, tzinfo=timezone.utc)
 
 
 def fastavro_bytes(parsed: Any, record: dict[str, Any]) -> bytes:
@@ -41,12 +37,6 @@ def agrees(library: str, version: int, record: dict[str, Any], may_refuse: bool 
     except Exception:  # noqa: BLE001 - a refusal, allowed only where asked for
         return may_refuse
     return written == fastavro_bytes(schema.parsed, record)
-
-
-def events(library: str, count: int, seed: int, **options: Any) -> list[dict[str, Any]]:
-    builder = default_builder()
-    return [builder.to_event(library, SOURCES[library], record, "unit", now=AT)
-            for record in generate(library, count, seed, department=SOURCES[library], **options)]
 
 
 @pytest.mark.parametrize("library", sorted(SOURCES))

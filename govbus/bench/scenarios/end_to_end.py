@@ -11,7 +11,6 @@ queueing delays under overload, not freshness (see the offered-load scenario).
 from __future__ import annotations
 
 import os
-import time
 from typing import Any
 
 from govbus.bench import workload
