@@ -23,8 +23,10 @@ class Unsupported(Exception):
 
 
 class SchemaCompiler:
-    """Python source for one schema, a line at a time; subclasses say what each type does.
-    `slot`: the Python expression a hook writes from (writer) or assigns to (reader)."""
+    """Python source for one schema, a line at a time. A subclass says what each type does:
+    ``nullable``, ``timestamp_millis``, ``date``, ``string``, ``long``, ``null``, ``enum``,
+    ``array``, ``record`` (and ``boolean``, refused unless given). `slot`: the Python
+    expression a hook writes from (writer) or assigns to (reader)."""
 
     def __init__(self) -> None:
         self.lines: list[str] = []
@@ -87,46 +89,21 @@ class SchemaCompiler:
             self.named[full] = self.named[schema["name"]] = schema
         return schema
 
-    def function(self, schema: Mapping[str, Any], head: Sequence[str], tail: Sequence[str],
-                 scope: dict[str, Any], label: str) -> Callable[..., Any] | None:
-        """The function `head` begins (its body: the walk of `schema` into ``record``, then
-        `tail`), compiled with `scope` and the walk's constants; None for an unsupported schema."""
+    def function(self, schema: Mapping[str, Any], signature: str, head: Sequence[str], tail: Sequence[str],
+                 scope: dict[str, Any]) -> Callable[..., Any] | None:
+        """``def <signature>:`` with `head`, the walk of `schema` into ``record``, then `tail`
+        as its body, compiled with `scope` and the walk's constants; None for a schema with a
+        type this compiler does not handle."""
         try:
             self.value(dict(schema), "record", 1)
         except Unsupported:
             return None
-        source = "\n".join([*head, *self.lines, *tail])
+        name = signature.split("(")[0]
+        source = "\n".join([f"def {signature}:", *head, *self.lines, *tail])
         namespace = {**scope, **self.constants}
-        exec(compile(source, f"<{label} {schema.get('name')}>", "exec"), namespace)  # noqa: S102 - our schema's code
-        return namespace[head[0].split()[1].split("(")[0]]
-
-    # What each type does, in the subclass.
-    def nullable(self, schema: Any, slot: str, depth: int, namespace: str) -> None:
-        raise Unsupported("nullable")
-
-    def timestamp_millis(self, slot: str, depth: int) -> None:
-        raise Unsupported("timestamp-millis")
-
-    def date(self, slot: str, depth: int) -> None:
-        raise Unsupported("date")
-
-    def string(self, slot: str, depth: int) -> None:
-        raise Unsupported("string")
-
-    def long(self, slot: str, depth: int) -> None:
-        raise Unsupported("long")
+        exec(compile(source, f"<{name} {schema.get('name')}>", "exec"), namespace)  # noqa: S102 - our schema's code
+        return namespace[name]
 
     def boolean(self, slot: str, depth: int) -> None:
+        """Booleans are in no schema of ours; a compiler that needs them says how."""
         raise Unsupported("boolean")
-
-    def null(self, slot: str, depth: int) -> None:
-        raise Unsupported("null")
-
-    def enum(self, symbols: tuple[str, ...], slot: str, depth: int) -> None:
-        raise Unsupported("enum")
-
-    def array(self, items: Any, slot: str, depth: int, namespace: str) -> None:
-        raise Unsupported("array")
-
-    def record(self, schema: Mapping[str, Any], slot: str, depth: int) -> None:
-        raise Unsupported("record")

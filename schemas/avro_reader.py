@@ -120,7 +120,7 @@ def compile_reader(schema: Mapping[str, Any], start: int) -> Reader | None:
     starts at `start`, as fastavro's ``schemaless_reader`` would with the same writer and
     reader schema; None when the schema has a type it does not compile."""
     return _ReaderCompiler().function(
-        schema, ["def read(payload):", f"    p = {start}"],
+        schema, "avro_reader(payload)", [f"    p = {start}"],
         ["    if p != len(payload): raise Corrupt('the body is not the record')", "    return record"],
         {"read_long": read_long, "Corrupt": Corrupt, "EPOCH": EPOCH, "timedelta": timedelta, "date": date,
-         "EPOCH_ORDINAL": EPOCH_ORDINAL}, "avro reader")
+         "EPOCH_ORDINAL": EPOCH_ORDINAL})

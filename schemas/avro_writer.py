@@ -102,7 +102,7 @@ class _WriterCompiler(SchemaCompiler):
         self.emit(depth, f"out += {data}")
 
     def long(self, slot: str, depth: int) -> None:
-        self.emit(depth, f"out += long_bytes({slot} + 0)")  # + 0: a float or text raises
+        self.emit(depth, f"out += long_bytes({slot})")  # a float or text raises in long_bytes
 
     def boolean(self, slot: str, depth: int) -> None:
         variable = self.name("b")
@@ -148,6 +148,6 @@ def compile_writer(schema: Mapping[str, Any]) -> Writer | None:
     """A function writing a record of `schema` (its full JSON form) as fastavro's
     ``schemaless_writer`` would; None when the schema has a type it does not compile."""
     return _WriterCompiler().function(
-        schema, ["def write(record):", "    out = bytearray()"], ["    return bytes(out)"],
+        schema, "avro_writer(record)", ["    out = bytearray()"], ["    return bytes(out)"],
         {"long_bytes": long_bytes, "items": items, "timestamp_millis": timestamp_millis, "days": days,
-         "STRING_LENGTHS": STRING_LENGTHS, "NULLABLE_STRING_LENGTHS": NULLABLE_STRING_LENGTHS}, "avro writer")
+         "STRING_LENGTHS": STRING_LENGTHS, "NULLABLE_STRING_LENGTHS": NULLABLE_STRING_LENGTHS})

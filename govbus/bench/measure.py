@@ -94,8 +94,7 @@ class ProcessWatch:
     def ended(self, name: str, cpu_seconds: float) -> None:
         """A watched child that ended in the window used `cpu_seconds` in all (its own count
         from the kernel once reaped: see ``child_cpu``; psutil cannot read an ended process)."""
-        entry = self.watched[name]
-        entry.cpu_start, entry.cpu_total = 0.0, cpu_seconds
+        self.watched[name].cpu_total = cpu_seconds
 
     def add_broker(self, pids: list[int]) -> None:
         """The local broker's nodes, named so that ``per_thousand`` keeps them apart."""

@@ -260,12 +260,12 @@ class RouterLogic:
         if delivered is None:
             return []
         value = self._encoded(delivered, record)
-        first = self._delivery(group[0], delivered["entity_id"], value, delivered, masked, kept, keys)
+        front = self._front(kept, delivered, masked)
+        first = self._delivery(group[0], delivered["entity_id"], value, delivered, masked, front, keys)
         deliveries = [first]
         if len(group) == 1:
             return deliveries
         fields, masked_names = first[1]["fields"], first[1]["masked"]
-        front = [*kept, *self._tail(delivered, masked)]
         new = tuple.__new__  # an Output without the named tuple's Python-level constructor
         # The hot loop of a wide fan-out: nothing here but what differs per subscription. A
         # group shares its projection, so either every member hides the key or none does.
@@ -280,9 +280,9 @@ class RouterLogic:
                                     "fields": fields, "masked": masked_names}))
         else:
             key = first[0].key
-            front.append(("ce_subject", key))
+            keyed_front = [*front, ("ce_subject", key)]
             for _, topic, headers, department, subscription, purpose in members or self._members(group):
-                deliveries.append((new(Output, (topic, key, value, front + headers)),
+                deliveries.append((new(Output, (topic, key, value, keyed_front + headers)),
                                    {"department": department, "subscription": subscription, "purpose": purpose,
                                     "fields": fields, "masked": masked_names}))
         self.deliveries += len(group) - 1
@@ -303,7 +303,7 @@ class RouterLogic:
         if delivered is None:
             return None
         return self._delivery(projector, delivered["entity_id"], self._encoded(delivered, record), delivered, masked,
-                              kept, {} if keys is None else keys)
+                              self._front(kept, delivered, masked), {} if keys is None else keys)
 
     def _encoded(self, delivered: dict[str, Any], record: dict[str, Any]) -> bytes:
         return self.codec.encode(self.library, {
@@ -314,18 +314,20 @@ class RouterLogic:
             "data": delivered["data"] or {}}, self.version)
 
     def _delivery(self, projector: Projector, entity_id: str, value: bytes, delivered: dict[str, Any],
-                  masked: tuple[str, ...], kept: Headers, keys: dict[str, bytes]) -> tuple[Output, audit.Record]:
+                  masked: tuple[str, ...], front: Headers, keys: dict[str, bytes]) -> tuple[Output, audit.Record]:
         """One subscription's delivery message (keyed by the id it knows the entity by) and its
-        part of the sharing record."""
+        part of the sharing record. `front`: the projection's headers (``_front``)."""
         key = self._key_of(projector, entity_id, keys)
-        out_headers = [*kept, *self._tail(delivered, masked), ("ce_subject", key), *self._headers_of(projector)]
+        topic, headers = self._fixed_of(projector)
         self.deliveries += 1
-        return (Output(self.names.deliver(projector.department, self.library), key, value, out_headers),
+        return (Output(topic, key, value, [*front, ("ce_subject", key), *headers]),
                 audit.delivery_of(projector, delivered, masked))
 
-    def _tail(self, delivered: dict[str, Any], masked: tuple[str, ...]) -> Headers:
-        """The headers a delivery of one projection carries whoever receives it."""
-        return [self._dataschema, (MASKED, ",".join(masked).encode()),
+    def _front(self, kept: Headers, delivered: dict[str, Any], masked: tuple[str, ...]) -> Headers:
+        """The headers every delivery of one projection of a change carries, whoever receives
+        it: the change's own (`kept`), then the projection's — made once per projection, so
+        that all its deliveries say the same ROUTED_AT."""
+        return [*kept, self._dataschema, (MASKED, ",".join(masked).encode()),
                 (BACKFILL, b"true" if delivered["backfill"] else b"false"), (ROUTED_AT, now_millis())]
 
     def deliver_event(self, projector: EventProjector, occurred: lifeevents.Occurred, change: dict[str, Any],
@@ -375,9 +377,6 @@ class RouterLogic:
         if key is None:
             key = keys[entity_id] = self._entity_key(entity_id)
         return key
-
-    def _headers_of(self, projector: Projector) -> Headers:
-        return self._fixed_of(projector)[1]
 
     def _fixed_of(self, projector: Projector) -> tuple[str, Headers]:
         """What every delivery to `projector`'s subscription has the same: its topic and the
