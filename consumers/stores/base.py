@@ -246,7 +246,9 @@ class Store(ABC):
     @staticmethod
     def _row(library: str, delivery: dict[str, Any], names: tuple[str, ...], encoders: list[Encoder],
              deleting: bool, applied_at: Any) -> list[Any]:
-        """The statement's parameters for one delivery, each checked against its column type."""
+        """The statement's parameters for one delivery, each checked against its column type.
+        Why one comprehension and the loop only on a refusal: this runs once per delivery
+        applied, and naming the refused column is needed only when one is refused."""
         entity_id, version = delivery.get("entity_id"), delivery.get("version")
         if entity_id is None or version is None:
             raise StoreError(f"{library} delivery {delivery.get('entity_id')!r} lacks its entity_id or version")
@@ -255,14 +257,16 @@ class Store(ABC):
                   delivery.get("delivered_at"), applied_at, bool(delivery.get("backfill", False)),
                   delivery.get("subscription") or "", delivery.get("purpose") or ""]
         values.extend(data.get(name) for name in names)
-        row = []
         try:
+            return [None if value is None else encode(value) for encode, value in zip(encoders, values)]
+        except TypeError:
             for name, encode, value in zip(BOOKKEEPING_NAMES + names, encoders, values):
-                row.append(None if value is None else encode(value))
-        except TypeError as expected:
-            raise StoreError(f"{library} delivery for {entity_id!r}: {name} must be {expected}, got "
-                             f"{type(value).__name__} {value!r}") from None
-        return row
+                try:
+                    None if value is None else encode(value)
+                except TypeError as expected:
+                    raise StoreError(f"{library} delivery for {entity_id!r}: {name} must be {expected}, got "
+                                     f"{type(value).__name__} {value!r}") from None
+            raise
 
     def _statement(self, library: str, names: tuple[str, ...]) -> tuple[str, list[Encoder]]:
         """The upsert for deliveries writing `names`, and the encoder of each of its values."""

@@ -42,7 +42,7 @@ class SQLiteStore(Store):
                             "double": "REAL", "date": "TEXT", "timestamp": "TEXT", "json": "TEXT"}, " STRICT",
                       identity="INTEGER PRIMARY KEY")  # SQLite's rowid: the next is one more than the highest
     conversions = {
-        "boolean": int,
+        # no "boolean": sqlite3 binds a bool as the integer 0 or 1 by itself
         "date": date.isoformat,
         "timestamp": lambda value: value.isoformat(timespec="microseconds"),
         "json": lambda value: json.dumps(value, ensure_ascii=False, separators=(",", ":")),

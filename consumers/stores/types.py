@@ -119,7 +119,10 @@ def _date(value: Any) -> date:
 def _timestamp(value: Any) -> datetime:
     """Aware and in UTC; a naive datetime is taken to be UTC already (fastavro's are aware)."""
     if isinstance(value, datetime):
-        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+        zone = value.tzinfo
+        if zone is timezone.utc:  # what the bus's decoders give: no new object per value
+            return value
+        return value.replace(tzinfo=timezone.utc) if zone is None else value.astimezone(timezone.utc)
     raise TypeError("a datetime")
 
 

@@ -64,6 +64,7 @@ def read_applied(out: Path, department: str, column: int = 1) -> dict[str, int]:
 @click.option("--store", "store_url", required=True)
 @click.option("--out", type=click.Path(path_type=Path), required=True)
 def main(department: str, libraries: tuple[str, ...], store_url: str, out: Path) -> None:
+    from govbus import collector
     from govbus.consumers.subscriber import Subscriber
     from govbus.settings import Settings
 
@@ -79,6 +80,7 @@ def main(department: str, libraries: tuple[str, ...], store_url: str, out: Path)
     count, written_at, last = 0, 0.0, None
     with open(applied_path(out, department), "a", encoding="utf-8") as applied, \
             Subscriber(Settings(), department, libraries, store_url, on_change=on_change) as subscriber:
+        collector.tune()  # as `govbus subscribe` runs: see govbus.collector
         write_status(out, department, ready=True, applied=0, pid=os.getpid())
         while not stop.is_set():
             subscriber.poll_once(timeout_ms=100)
