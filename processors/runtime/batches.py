@@ -82,6 +82,7 @@ FENCED_WINDOW_S = 600.0
 STUCK_AFTER = 75.0  # the calls are given 60 s; past this, the call is not coming back
 
 Partition = tuple[str, int]
+UNASSIGNED = -1  # librdkafka's RD_KAFKA_PARTITION_UA: the configured partitioner chooses
 
 
 class ProducerStuck(RuntimeError):
@@ -350,13 +351,14 @@ class BatchLoop:
             raise
 
     def produce(self, output: Output, partition: int | None = None) -> None:
-        """Hand one output to librdkafka; wait only when its queue is full."""
-        arguments: dict[str, Any] = {"key": output.key, "value": output.value, "headers": output.headers or None}
-        if partition is not None:
-            arguments["partition"] = partition
+        """Hand one output to librdkafka; wait only when its queue is full. Positional
+        arguments (topic, value, key, partition; -1 is librdkafka's "the partitioner's
+        choice"): this runs for every output of every batch."""
+        topic, key, value, headers = output
         while True:
             try:
-                self._producer.produce(output.topic, **arguments)
+                self._producer.produce(topic, value, key, UNASSIGNED if partition is None else partition,
+                                       headers=headers or None)
                 return
             except BufferError:
                 self._producer.poll(0.05)
