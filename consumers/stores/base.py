@@ -261,12 +261,14 @@ class Store(ABC):
             return [None if value is None else encode(value) for encode, value in zip(encoders, values)]
         except TypeError:
             for name, encode, value in zip(BOOKKEEPING_NAMES + names, encoders, values):
+                if value is None:
+                    continue
                 try:
-                    None if value is None else encode(value)
+                    encode(value)
                 except TypeError as expected:
                     raise StoreError(f"{library} delivery for {entity_id!r}: {name} must be {expected}, got "
                                      f"{type(value).__name__} {value!r}") from None
-            raise
+            raise  # an encoder that refused once and not again: not a value's fault
 
     def _statement(self, library: str, names: tuple[str, ...]) -> tuple[str, list[Encoder]]:
         """The upsert for deliveries writing `names`, and the encoder of each of its values."""
