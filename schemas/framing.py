@@ -141,7 +141,7 @@ def now_millis() -> bytes:
 
 def header_map(headers: Iterable[tuple[str, bytes]] | None) -> dict[str, bytes]:
     """Headers as a dict (the last one wins when a name repeats)."""
-    return {name: value for name, value in headers or ()}
+    return dict(headers or ())
 
 
 def header_seconds(headers: Mapping[str, bytes], name: str) -> float | None:
@@ -196,8 +196,13 @@ def with_headers(headers: Iterable[tuple[str, bytes]] | None, **extra: str | byt
 def message_size(key: bytes | None, value: bytes | None, headers: Iterable[tuple[str, bytes | None]] | None) -> int:
     """The bytes of a message's key, value and headers: what a producer's or broker's size limit
     counts, less the record's framing (see the gate's RECORD_OVERHEAD)."""
-    return len(key or b"") + len(value or b"") + sum(len(name.encode()) + len(content or b"")
-                                                     for name, content in headers or ())
+    size = len(key or b"") + len(value or b"")
+    if headers:
+        listed = list(headers)
+        # One encode of all the names: UTF-8 lengths add up, and the gate sizes every output.
+        size += len("".join([name for name, _ in listed]).encode()) + sum([len(content) for _, content in listed
+                                                                          if content])
+    return size
 
 
 def heartbeat_key(department: str) -> bytes:

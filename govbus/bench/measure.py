@@ -12,7 +12,7 @@ import math
 import os
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -156,6 +156,42 @@ def per_thousand(cpu: Mapping[str, Mapping[str, Any]], events: int) -> dict[str,
     if any(name.startswith(BROKER) for name in shares):
         shares["total_with_broker"] = round(sum(value for name, value in shares.items() if name != "total"), 4)
     return shares
+
+
+STEADY_SHARE = 0.1  # a steady-state rate leaves out the first and the last tenth of the events
+
+
+def steady_rate(progress: Iterable[Sequence[tuple[float, int]]], events: int,
+                share: float = STEADY_SHARE) -> float | None:
+    """Events per second once every stage is busy: from the moment every store had applied
+    `share` of the `events` to the moment every store had applied all but `share` of them.
+    `progress`: per store, (time in seconds, events applied so far) points in time order — one
+    per event, or one per batch committed. None when a store never got that far.
+
+    Why: a whole-run rate counts the pipeline filling and draining, and a short run of a fast
+    pipeline is mostly that (the topology ceiling moved 5,456 events/s over 20,000 events and
+    7,443 over 60,000, while the bus moved 2,555 and 2,572): the whole-run ratio flattered the
+    slower of the two."""
+    low, high = math.ceil(share * events), math.ceil((1 - share) * events)
+    if events <= 0 or high <= low:
+        return None
+    starts, ends = [], []
+    for points in progress:
+        first = next((moment for moment, applied in points if applied >= low), None)
+        last = next((moment for moment, applied in points if applied >= high), None)
+        if first is None or last is None:
+            return None
+        starts.append(first)
+        ends.append(last)
+    if not starts:
+        return None
+    seconds = max(ends) - max(starts)
+    return (high - low) / seconds if seconds > 0 else None
+
+
+def progress_of(applied_at: Iterable[float]) -> list[tuple[float, int]]:
+    """One (time, applied so far) point per event, from each event's applied time."""
+    return [(moment, number) for number, moment in enumerate(sorted(applied_at), start=1)]
 
 
 class Clock:

@@ -16,7 +16,7 @@ from typing import Any
 from govbus.bench import workload
 from govbus.bench.context import Context
 from govbus.bench.harness import BenchError, freshness, publish_all, shared_pipeline
-from govbus.bench.measure import events_per_batch, per_thousand, percentiles, rounded
+from govbus.bench.measure import events_per_batch, per_thousand, percentiles, progress_of, rounded, steady_rate
 
 
 def run(context: Context) -> dict[str, Any]:
@@ -39,6 +39,8 @@ def run(context: Context) -> dict[str, Any]:
     return rounded({
         "events": count, "departments": len(applied), "deliveries": count * len(applied),
         "seconds": seconds, "events_per_s": count / seconds, "deliveries_per_s": count * len(applied) / seconds,
+        "events_per_s_steady": steady_rate([progress_of(times[event_id] / 1000 for event_id in published)
+                                            for times in applied.values()], count),
         "publish_events_per_s": count / (acknowledged - first),
         "cpu_seconds_per_1000_events": per_thousand(processes, count),
         "cpu_seconds": {**cpu, "total": sum(cpu.values())},

@@ -36,7 +36,7 @@ from govbus import clients
 from govbus.bench import workload
 from govbus.bench.context import Context
 from govbus.bench.harness import until_compiled
-from govbus.bench.measure import ProcessWatch, per_thousand, rounded
+from govbus.bench.measure import ProcessWatch, per_thousand, rounded, steady_rate
 from govbus.processes import settings_environment
 from govbus.settings import Settings, get_settings
 
@@ -120,8 +120,10 @@ def _one(settings: Settings, client: str, messages: list, work: Path, broker_pid
                 process.kill()
                 process.wait()
         broker_cpu = broker.stop()
-    last = max(reports[name]["last_applied"] for name in reports if name.startswith("subscriber"))
+    stores = [reports[name] for name in reports if name.startswith("subscriber")]
+    last = max(store["last_applied"] for store in stores)
     return {"events": count, "events_per_s": count / (last - first), "seconds": last - first,
+            "events_per_s_steady": steady_rate([store["progress"] for store in stores], count),
             "cpu_seconds_per_1000_events": per_thousand({**reports, **broker_cpu}, count)}
 
 
@@ -191,11 +193,12 @@ class Plain:
             self.consumer.commit()
 
 
-def stage(client: str, count: int, role: str, arguments: list[str]) -> dict[str, float]:
+def stage(client: str, count: int, role: str, arguments: list[str]) -> dict[str, Any]:
     settings = get_settings()
     source = arguments[0]
     plain = Plain(settings, client, source, f"{settings.topic_prefix}topology-{client}-{role}-{source}")
     handled, last = 0, 0.0
+    progress: list[tuple[float, int]] = []  # a subscriber's (time, applied so far) after each batch
     database = None
     if role == "subscriber":
         database = sqlite3.connect(arguments[1], isolation_level=None)
@@ -224,9 +227,10 @@ def stage(client: str, count: int, role: str, arguments: list[str]) -> dict[str,
                                  [(partition, 0) for partition in {b[0] for b in batch}])
             database.execute("COMMIT")
             last = time.time()
+            progress.append((last, handled + len(batch)))
         plain.commit(produced=role != "subscriber")
         handled += len(batch)
-    return {"cpu_seconds": time.process_time(), "last_applied": last, "handled": handled}
+    return {"cpu_seconds": time.process_time(), "last_applied": last, "handled": handled, "progress": progress}
 
 
 if __name__ == "__main__":
