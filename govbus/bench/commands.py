@@ -70,6 +70,7 @@ def bench(scenarios: tuple[str, ...], events: int | None, full: bool, snapshot: 
         context.close(keep_work=bool(failed))
         if failed:
             click.echo(f"logs of the failed run kept in {context.work}", err=True)
+    document["machine"]["python_speed_us_at_end"] = machine.python_speed()
     document["ratios"] = report.ratios(document["results"])
     json_path, markdown_path = report.write(out, document)
     click.echo(f"results: {json_path}\n         {markdown_path}")

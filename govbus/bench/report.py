@@ -91,6 +91,7 @@ def markdown(document: dict[str, Any]) -> str:
     lines = [f"# govbus bench — {document['date']}", "",
              f"Machine: {machine['cores']} cores, {machine['memory_gib']} GiB, {machine['cpu_model']} "
              f"({machine['system']}); load average at start {machine['load_average_at_start']}.", "",
+             *_speed(machine),
              "Versions: " + ", ".join(f"{name} {version}" for name, version in versions.items() if version), "",
              f"Parameters: `{json.dumps(document['parameters'], ensure_ascii=False)}`", "",
              "Other work ran on this machine at the same time: compare figures of one run with each other "
@@ -214,3 +215,13 @@ def _initial(entry: dict[str, Any]) -> list[str]:
                  (f"{phase}: records/s", found["records_per_s"])]
         rows += [(f"{phase}: peak RSS MiB: {name}", value) for name, value in found["peak_rss_mib"].items()]
     return _table(rows)
+
+
+def _speed(machine: dict[str, Any]) -> list[str]:
+    """The machine's speed at the start and the end of the run (``machine.python_speed``)."""
+    start, end = machine.get("python_speed_us_at_start"), machine.get("python_speed_us_at_end")
+    if start is None:
+        return []
+    return [f"Machine speed: a fixed Python workload took {start} µs per round at the start"
+            + (f" and {end} at the end" if end is not None else "")
+            + " (lower is faster; compare absolute figures of two runs only at a similar speed).", ""]
