@@ -76,5 +76,7 @@ def bench(scenarios: tuple[str, ...], events: int | None, full: bool, snapshot: 
     click.echo(f"results: {json_path}\n         {markdown_path}")
     for name, value in document["ratios"].items():
         click.echo(f"  {name}: {value}")
+    for caution in report.cautions(document["results"]):
+        click.echo(f"  note: {caution}")
     if failed:
         raise click.ClickException(f"scenario(s) failed: {', '.join(failed)}; see the messages above and {json_path}")

@@ -28,3 +28,4 @@ def test_the_report_states_the_speed_at_the_start_and_the_end() -> None:
 
 def test_a_results_file_from_before_the_speed_was_measured_still_reads() -> None:
     assert "Machine speed" not in report.markdown(_document())
+

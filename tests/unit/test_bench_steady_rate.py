@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from govbus.bench import report
 from govbus.bench.measure import progress_of, steady_rate
 
 
@@ -40,3 +41,17 @@ def test_no_rate_when_a_store_never_applied_enough_or_all_came_at_once() -> None
     assert steady_rate([[(1.0, 100)]], 100) is None  # one batch: no interval to measure
     assert steady_rate([], 100) is None
     assert steady_rate([progress_of([1.0])], 0) is None
+
+
+def test_a_short_topology_ceiling_run_is_flagged_under_the_ratios() -> None:
+    short = {"topology": {"confluent-kafka": {"seconds": 3.7, "events_per_s": 5456.0}}}
+    document = {"date": "2026-12-07T03:00:00+00:00", "parameters": {}, "versions": {"python": "3.11"},
+                "machine": {"cores": 2, "memory_gib": 24.0, "cpu_model": "x", "system": "Linux",
+                            "load_average_at_start": [0.1, 0.1, 0.1]},
+                "results": short, "ratios": {"bus_over_topology_ceiling_confluent_kafka": 0.5}}
+    text = report.markdown(document)
+    assert "Note: the topology ceiling ran only 3.7 s" in text and "--events 60000" in text
+    assert report.cautions({"topology": {"confluent-kafka": {"seconds": 8.1}}}) != []
+    assert report.cautions({"topology": {"confluent-kafka": {"seconds": 12.0}}}) == []
+    assert report.cautions({"topology": {"confluent-kafka": {"error": "timed out"}}}) == []
+    assert report.cautions({}) == []
