@@ -113,7 +113,8 @@ def markdown(document: dict[str, Any]) -> str:
              "(the ratios), not absolute figures across runs.", ""]
     if document.get("ratios"):
         lines += ["## Ratios", "", *_table(list(document["ratios"].items()))]
-        lines += [f"Note: {caution}." for caution in cautions(results)] + ([""] if cautions(results) else [])
+        for caution in cautions(results):
+            lines += [f"Note: {caution}.", ""]
     sections = {"hot_path": _hot_path, "fan_out": _fan_out, "ceiling": _ceiling, "topology": _topology, "end_to_end": _end_to_end,
                 "offered_load": _offered, "polling": _polling, "initial_load": _initial}
     for name, entry in results.items():
