@@ -43,13 +43,12 @@ from __future__ import annotations
 
 import json
 import logging
+import struct
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
-
-from kafka.partitioner.default import murmur2
 
 from govbus import compact_json
 from govbus.processors import lifeevents
@@ -104,6 +103,34 @@ def key_partition(key: bytes, partitions: int) -> int:
     """The partition the Java clients' partitioner puts a key in (librdkafka's
     ``murmur2_random``, which the publisher and the processors use, agrees)."""
     return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+_MURMUR_SEED, _MURMUR_MIX, _WORD = 0x9747B28C, 0x5BD1E995, 0xFFFFFFFF
+
+
+def murmur2(data: bytes) -> int:
+    """MurmurHash2 as Kafka's Java client computes it (``Utils.murmur2``), as an unsigned
+    32-bit number. Equal to kafka-python's ``murmur2`` (tests/unit/test_gate_partition.py) at
+    half its cost: whole words unpacked at once rather than byte by byte (2.2 against 4.2 µs
+    for a 32-byte key; the gate checks every event's partition)."""
+    length = len(data)
+    mix, word = _MURMUR_MIX, _WORD
+    hashed = (_MURMUR_SEED ^ length) & word
+    whole = length & ~3
+    for (block,) in struct.iter_unpack("<I", data[:whole]):
+        block = (block * mix) & word
+        block ^= block >> 24
+        hashed = ((hashed * mix) & word) ^ ((block * mix) & word)
+    tail = length & 3
+    if tail:
+        if tail == 3:
+            hashed ^= data[whole + 2] << 16
+        if tail >= 2:
+            hashed ^= data[whole + 1] << 8
+        hashed = ((hashed ^ data[whole]) * mix) & word
+    hashed ^= hashed >> 13
+    hashed = (hashed * mix) & word
+    return hashed ^ (hashed >> 15)
 
 
 def remembered_counts(fetch: Callable[[str], int | None], retry_after: float = 60.0) -> PartitionCounts:
@@ -176,7 +203,10 @@ class GateLogic:
         self._limits = topic_limits(catalog, names)
         self.state_limit = self.limit(self.state_topic)
         self.counts: Counter[str] = Counter()
-        self._decoded: dict[bytes, tuple[bytes, Golden]] = {}  # see _golden
+        # See _golden. Ordered, so that dropping the oldest entry is O(1): deleting a plain
+        # dict's first key leaves a hole that every later `next(iter(...))` walks past, until
+        # the dict is resized (2 µs per event with 10,000 entries, against 0.25).
+        self._decoded: OrderedDict[bytes, tuple[bytes, Golden]] = OrderedDict()
 
     def limit(self, topic: str) -> int:
         """The most bytes of key, value and headers a message to `topic` may have."""
@@ -282,7 +312,7 @@ class GateLogic:
 
     def _remember(self, key: bytes, stored: bytes, golden: Golden) -> None:
         if key not in self._decoded and len(self._decoded) >= GOLDEN_CACHE_SIZE:
-            del self._decoded[next(iter(self._decoded))]  # the oldest entry: bounded memory
+            self._decoded.popitem(last=False)  # the oldest entry: bounded memory
         self._decoded[key] = (stored, golden)
 
     def _department(self, topic: str) -> str:
