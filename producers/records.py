@@ -22,7 +22,8 @@ on unchanged and `validate` reports it with the rest.
 
 from __future__ import annotations
 
-import uuid
+import os
+import threading
 from collections.abc import Callable, Mapping
 from datetime import date, datetime, time, timezone
 from functools import cache
@@ -35,6 +36,36 @@ RESERVED_KEYS = frozenset({"op", "sequence", "valid_from", "recorded_at", "event
 FLAT_OPERATIONS = {"upsert": "UPSERT", "snapshot": "SNAPSHOT", "delete": "DELETE"}
 
 Converter = Callable[[Any], Any]
+
+
+class _EventIds:
+    """Random (version 4) UUIDs as text, from 4 KiB of ``os.urandom`` at a time.
+
+    Why: ``str(uuid.uuid4())`` makes one ``getrandom`` system call per id, about a fifteenth
+    of `govbus publish`'s CPU per record in an initial load (py-spy); the same randomness drawn
+    256 ids at a time costs 0.8 µs an id instead of 2.0. A lock keeps two threads from taking the
+    same bytes, and a forked child starts with an empty pool rather than its parent's."""
+
+    POOL_BYTES = 4096
+
+    def __init__(self) -> None:
+        self._pool = bytearray()
+        self._lock = threading.Lock()
+        os.register_at_fork(after_in_child=self._pool.clear)
+
+    def __call__(self) -> str:
+        with self._lock:
+            if len(self._pool) < 16:
+                self._pool[:] = os.urandom(self.POOL_BYTES)
+            drawn = self._pool[-16:]
+            del self._pool[-16:]
+        drawn[6] = (drawn[6] & 0x0F) | 0x40  # version 4
+        drawn[8] = (drawn[8] & 0x3F) | 0x80  # the RFC 4122 variant
+        text = drawn.hex()
+        return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+
+
+new_event_id = _EventIds()
 
 
 def parse_date(value: Any) -> Any:
@@ -90,7 +121,7 @@ class EventBuilder:
         op = FLAT_OPERATIONS.get(op_text.lower(), op_text) if isinstance(op_text, str) else op_text
         recorded_at = flat_record.get("recorded_at")
         event = {
-            "event_id": flat_record.get("event_id") or str(uuid.uuid4()),
+            "event_id": flat_record.get("event_id") or new_event_id(),
             "entity_id": flat_record.get(key),
             "op": op,
             "fields_set": [],

@@ -15,6 +15,7 @@ Identifier rules follow the national standards exactly:
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
@@ -172,9 +173,20 @@ def one_of(kind: str, allowed: tuple[str, ...]) -> Rule:
 _HEX = frozenset("0123456789abcdef")
 
 
+_today: tuple[float, date] = (0.0, date.min)  # (until when, in seconds since the epoch; the date)
+
+
 def today() -> date:
-    """Today's date in China Standard Time, where the facts happen."""
-    return datetime.now(CHINA_TIME).date()
+    """Today's date in China Standard Time, where the facts happen. Worked out once a day, until
+    the next midnight there: validation asks for it twice per event (dates not in the future)."""
+    global _today
+    now = time.time()
+    until, day = _today
+    if now < until:
+        return day
+    day = datetime.fromtimestamp(now, CHINA_TIME).date()
+    _today = (datetime.combine(day + timedelta(days=1), datetime.min.time(), CHINA_TIME).timestamp(), day)
+    return day
 
 
 def check_division_code(value: Any) -> str | None:

@@ -19,6 +19,7 @@ Everything that depends only on the schema is computed once per library and vers
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -253,14 +254,17 @@ class LibraryValidator:
                 found.append(Violation(field, value, check_name, message))
 
 
+# The canonical forms, told apart without building a UUID; other text is left to uuid.UUID.
+_CANONICAL_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}|[0-9a-fA-F]{32}")
+
+
 def _is_uuid(value: Any) -> bool:
     if not isinstance(value, str) or len(value) not in (32, 36):
         return False
     try:
-        uuid.UUID(value)
+        return bool(_CANONICAL_UUID.fullmatch(value)) or uuid.UUID(value) is not None
     except ValueError:
         return False
-    return True
 
 
 class Validator:

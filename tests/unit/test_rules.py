@@ -164,3 +164,17 @@ def test_citizen_id_consistency_reports_birth_date_and_sex_that_disagree() -> No
     data = {"citizen_id": "11010519491231002X", "date_of_birth": date(1950, 1, 1), "sex": "male"}
     fields = {field for field, _, _ in rules.citizen_id_consistency(data)}
     assert fields == {"date_of_birth", "sex"}
+
+
+def test_today_turns_at_midnight_in_china_standard_time(monkeypatch) -> None:
+    """`today` is worked out once a day; the day it gives still turns at CST midnight."""
+    import time as clock
+    from datetime import datetime as moment
+
+    midnight = moment(2026, 12, 8, tzinfo=rules.CHINA_TIME).timestamp()  # 16:00 UTC the day before
+    monkeypatch.setattr(rules, "_today", (0.0, rules.date.min))
+    days = []
+    for now in (midnight - 3600, midnight - 0.001, midnight, midnight + 86_399):
+        monkeypatch.setattr(clock, "time", lambda now=now: now)
+        days.append(rules.today().isoformat())
+    assert days == ["2026-12-07", "2026-12-07", "2026-12-08", "2026-12-08"]

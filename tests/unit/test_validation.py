@@ -6,8 +6,10 @@ import uuid
 from datetime import date, datetime, timedelta, timezone
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from govbus.schemas.validation import Validator, validate
+from govbus.schemas.validation import Validator, _is_uuid, validate
 
 NOW = datetime(2024, 6, 1, 9, 0, tzinfo=timezone.utc)
 CITIZEN = "11010519491231002X"
@@ -178,3 +180,21 @@ def test_money_in_fen_must_be_an_integer() -> None:
              "source_system": "credit", "sequence": 1, "valid_from": None, "recorded_at": NOW,
              "data": data}
     assert rules_broken(event, "credit") == {("penalty_amount_fen", "type")}
+
+
+def _uuid_as_before(value: object) -> bool:
+    """The event-id check as it was before its fast path: whatever ``uuid.UUID`` reads, at 32 or 36 characters."""
+    if not isinstance(value, str) or len(value) not in (32, 36):
+        return False
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.one_of(st.uuids().map(str), st.uuids().map(lambda u: u.hex.upper()), st.uuids().map(lambda u: "{" + u.hex + "}--"),
+                 st.text(alphabet="0123456789abcdefABCDEF-{}_ gurn:", min_size=30, max_size=38), st.text(max_size=40)))
+def test_the_event_id_check_accepts_exactly_what_a_uuid_parser_reads(value: str) -> None:
+    assert _is_uuid(value) == _uuid_as_before(value)
