@@ -64,13 +64,18 @@ PARTITIONS_PER_BROKER = 4_000  # partition replicas per broker (see docs/capacit
 DISK_PER_BROKER = 4 * 10**12  # usable bytes per broker
 PEAK_FACTOR = 5.0  # the busiest hour against the day's average
 CORE_SHARE = 0.5  # a processor instance is sized to use half of one core at the peak
-GATE_CPU_PER_EVENT = 0.00045  # s
-ROUTER_CPU_PER_EVENT = 0.000076  # s: decoding a change, its sharing record, the batch
-ROUTER_CPU_PER_DELIVERY = 0.000039  # s: one projection, encoding and send
-BACKFILL_SETTLE_S = 0.40  # router seconds per (new subscription, partition), even of an empty library
-BACKFILL_RECORDS_PER_S = 6_389  # one router backfilling a new subscription (bench, 1,000,000 entities)
+# Costs measured on 2 shared cores, re-fitted on 2026-12-07 (`govbus simulate --scale 0.01`,
+# bench/results/20261207-053840-2core-simulate-0.01.md; `govbus bench --scenario initial_load
+# --snapshot 1000000`, the slowest of the day's runs, 20261207-032554-2core-small.md). A
+# simulation measures its own gate, router and settling costs and uses those; these are the
+# defaults, and the one-off rates no simulation measures.
+GATE_CPU_PER_EVENT = 0.00026  # s
+ROUTER_CPU_PER_EVENT = 0.000101  # s: decoding a change, its sharing record, the batch
+ROUTER_CPU_PER_DELIVERY = 0.000026  # s: one projection, encoding and send
+BACKFILL_SETTLE_S = 0.014  # router seconds per (new subscription, partition), even of an empty library
+BACKFILL_RECORDS_PER_S = 5_762  # one router backfilling a new subscription (bench, 1,000,000 entities)
 LAZY_OBJECTION_SHARE = 0.1  # departments that ever raise or answer an objection (the lazy alternative)
-LOAD_RECORDS_PER_S = 2_469  # an initial load through the gate into one store (bench, 2 cores)
+LOAD_RECORDS_PER_S = 2_914  # an initial load through the gate into one store (bench, 2 cores)
 DAY_SECONDS = 86_400
 
 
